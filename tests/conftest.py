@@ -1,0 +1,15 @@
+import os, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def project_copy(tmp_path):
+    """A throw-away project root (settings.ini + scheduled/) so that job runs write under tmp_path/runs."""
+    import shutil
+    shutil.copy(ROOT / "settings.ini", tmp_path / "settings.ini")
+    shutil.copytree(ROOT / "scheduled", tmp_path / "scheduled")
+    return tmp_path

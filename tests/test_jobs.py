@@ -1,0 +1,78 @@
+"""The scheduled jobs end to end through papermill on a short window of the embedded data: outputs, immutability,
+failure reporting, determinism."""
+import json, os, stat, subprocess, sys
+from pathlib import Path
+import pandas as pd
+import pytest
+from trading_lib.jobs import run_job, JobFailed, main
+
+SMALL = dict(symbols=["AAPL", "MSFT", "JPM", "XOM", "KO", "PFE"], start="2000-01-01", end="2012-12-31",
+             test_start="2010-01-01", lstm_epochs=1, lgbm_n_estimators=40)
+
+
+@pytest.fixture(scope="module")
+def train_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proj")
+    import shutil
+    from conftest import ROOT
+    shutil.copy(ROOT / "settings.ini", root / "settings.ini"); shutil.copytree(ROOT / "scheduled", root / "scheduled")
+    a = run_job("train", dict(SMALL), root=root, progress=False)
+    b = run_job("train", dict(SMALL), root=root, progress=False)
+    return root, a, b
+
+
+def test_train_outputs_and_determinism(train_runs):
+    root, a, b = train_runs
+    assert a != b and a.parent == b.parent == root / "runs" / "train"  # a rerun never overwrites
+    for d in (a, b):
+        assert {"train.ipynb", "forecasts.parquet", "metrics.json"} <= {p.name for p in d.iterdir()}
+        assert not os.stat(d / "metrics.json").st_mode & stat.S_IWUSR  # outputs are made read-only
+    fa, fb = pd.read_parquet(a / "forecasts.parquet"), pd.read_parquet(b / "forecasts.parquet")
+    pd.testing.assert_frame_equal(fa, fb)  # same seed, same data -> identical forecasts
+    assert set(fa.columns) == {"timestamp", "symbol", "horizon", "prediction", "confidence", "model"}
+    assert fa["timestamp"].min() >= pd.Timestamp("2010-01-01", tz="UTC")  # out-of-sample only
+    assert set(fa["model"]) == {"lightgbm", "lstm"} and set(fa["horizon"]) == {1, 5, 20, 60}
+    assert fa["confidence"].between(0, 1).all() and fa["prediction"].notna().all()
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert ma["forecast_quality"] == mb["forecast_quality"]
+    assert ma["run"]["data_hash"] == mb["run"]["data_hash"] and len(ma["run"]["data_hash"]) == 64
+    assert ma["run"]["seed"] == 42 and ma["run"]["device"] == "cpu"
+    assert ma["folds"][0]["test_start"] == "2010-01-04"
+
+
+def test_backtest_outputs(train_runs):
+    root, a, _ = train_runs
+    d = run_job("backtest", dict(forecasts_from=str(a), top_k=3), root=root, progress=False)
+    m = json.loads((d / "metrics.json").read_text())
+    assert {"strategy", "1/N", "S&P 500", "model:lightgbm", "model:lstm"} <= set(m["performance"])
+    for k in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "turnover", "hit_rate"):
+        assert k in m["performance"]["strategy"]
+    assert m["performance"]["strategy"]["n_orders"] > 0 and m["performance"]["strategy"]["max_drawdown"] < 0
+    o = m["overfitting"]
+    assert 0 <= o["probabilistic_sharpe_ratio"] <= 1 and o["deflated_sharpe_ratio"] <= o["probabilistic_sharpe_ratio"] + 1e-12
+    assert o["n_trials"] >= 3
+    assert {r["model"] for r in m["forecast_quality"]} == {"lightgbm", "lstm"}
+    assert m["run"]["parameters"]["top_k"] == 3 and m["run"]["settings"]["portfolio"]["top_k"] == 3
+    assert m["run"]["settings"]["universe"]["symbols"] == SMALL["symbols"]  # inherited from the train run
+    assert {"tearsheet.png", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
+    eq = pd.read_parquet(d / "equity.parquet")
+    assert eq.index[0] >= pd.Timestamp("2010-01-01", tz="UTC") and eq.notna().all().all()
+    # the S&P 500 benchmark is buy-and-hold of the index: its equity is proportional to the index closes
+    from trading_lib.data import EmbeddedSource
+    spx = EmbeddedSource().series("SP500").reindex(eq.index)
+    ratio = eq["S&P 500"] / spx
+    assert (ratio / ratio.iloc[0] - 1).abs().max() < 1e-9
+
+
+def test_failing_cell_is_named(project_copy, capsys):
+    with pytest.raises(JobFailed) as e:
+        run_job("train", dict(SMALL, models=["no_such_model"]), root=project_copy, progress=False)
+    assert "failed in cell" in str(e.value) and "no_such_model" in str(e.value)
+    assert (e.value.run_dir / "train.ipynb").exists() and (e.value.run_dir / "error.json").exists()
+
+
+def test_cli_exit_codes(project_copy, monkeypatch):
+    monkeypatch.chdir(project_copy)
+    assert main(["run", "nope"]) == 2
+    assert main(["run", "train", "-p", "alpaca_secret_key", "x"]) == 2
+    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 1
