@@ -1,0 +1,153 @@
+"""The live loop: research-to-live parity, crash and restart without a second order, the kill switch, and a
+supervisor's approval through the command line while a replay waits."""
+import json, os, subprocess, sys, textwrap, threading, time
+from pathlib import Path
+import numpy as np, pandas as pd
+import pytest
+from trading_lib.config import load_settings
+from trading_lib.data import EmbeddedSource, MarketData, to_panel
+from trading_lib.state import connect_redis, close_redis, LiveState
+from trading_lib.audit import Ledger, verify
+from trading_lib.brokers import SimulatedBroker
+from trading_lib.execution import CostModel
+from trading_lib.oversight import ApprovalQueue
+from trading_lib.orders import OrderState
+from trading_lib.live import LiveTrader
+from trading_lib.engine import run_backtest
+from trading_lib.backtest import score_matrix, weights_from_scores
+
+SYMS = ["AAPL", "JPM", "KO", "XOM", "PFE", "MSFT"]
+
+
+def market_and_forecasts(start="2019-01-01", end="2019-12-31"):
+    bars = EmbeddedSource().bars(SYMS, start, end)
+    close = to_panel(bars)
+    mom = close.pct_change(20)  # known at each close: a look-ahead-free stand-in for model forecasts
+    fc = mom.stack().rename("prediction").reset_index().rename(columns={"level_1": "symbol"}).dropna()
+    fc = fc.assign(horizon=20, confidence=0.5, model="momentum")
+    return MarketData(bars, None, None, {}, "test", None), fc, close
+
+
+def settings_for(tmp, **kw):
+    base = dict(approvals__max_notional=1e12, approvals__max_weight_change=1.0, approvals__min_confidence=0.0,
+                redis__embedded_dir=str(Path(tmp) / "redis"), redis__appendfsync="everysec",
+                portfolio__top_k=3, portfolio__rebalance="W")
+    return load_settings(environ={}).replace(**(base | kw))
+
+
+def open_all(tmp, s):
+    r = connect_redis(s, appendfsync=s.redis.appendfsync)
+    led = Ledger(Path(tmp) / "ledger.jsonl")
+    st = LiveState(r, ledger=led)
+    if st.kill_switch() is None: st.release_kill_switch("test-supervisor", "test start")
+    q = ApprovalQueue(r, led, s.approvals.expiry_seconds)
+    b = SimulatedBroker.open(Path(tmp) / "broker.json", CostModel.from_settings(s.costs), s.execution.initial_cash)
+    return r, st, led, q, b
+
+
+def test_replay_reproduces_the_backtest(tmp_path):
+    """Research-to-live parity: the live loop over a window makes the same trades, so the same equity path, as the backtest."""
+    s = settings_for(tmp_path)
+    md, fc, close = market_and_forecasts()
+    r, st, led, q, b = open_all(tmp_path, s)
+    try:
+        tr = LiveTrader(s, "parity", md, fc, b, st, q, led, circuit_breakers=False)
+        hist = tr.run()
+    finally:
+        close_redis(r, shutdown=True)
+    target = weights_from_scores(score_matrix(fc, 20, close.index, close.columns), s)
+    bt = run_backtest(close, target, s)
+    assert len(b.fills) == bt.n_fills > 50
+    np.testing.assert_allclose(hist["equity"].to_numpy(), bt.equity.to_numpy(), rtol=1e-9)
+    assert verify(led.path).ok
+
+
+CHILD = textwrap.dedent("""
+    import os, sys, pickle
+    sys.path.insert(0, {tests!r})
+    from test_live import *
+    tmp, crash_after = {tmp!r}, {crash!r}
+    s = settings_for(tmp)
+    md, fc, _ = market_and_forecasts()
+    r, st, led, q, b = open_all(tmp, s)
+    real = b.submit; n = [0]
+    def submit(o):
+        bo = real(o); n[0] += 1
+        if crash_after and n[0] == crash_after: os._exit(9)  # killed after the broker accepted, before anything else
+        return bo
+    b.submit = submit
+    LiveTrader(s, "crash-run", md, fc, b, st, q, led, circuit_breakers=False).run()
+""")
+
+
+def _child(tmp, crash):
+    code = CHILD.format(tests=str(Path(__file__).parent), tmp=str(tmp), crash=crash)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_killed_job_restarts_without_a_second_order(tmp_path):
+    ref, crashed = tmp_path / "ref", tmp_path / "crashed"
+    ref.mkdir(); crashed.mkdir()
+    assert _child(ref, 0).returncode == 0
+    p = _child(crashed, 7)
+    assert p.returncode == 9, p.stderr[-2000:]
+    p2 = _child(crashed, 0)  # restart: same run id, same Redis dir, same ledger, same broker state
+    assert p2.returncode == 0, p2.stderr[-2000:]
+    a = json.loads((ref / "broker.json").read_text()); c = json.loads((crashed / "broker.json").read_text())
+    assert len(c["orders"]) == len(a["orders"]) > 10  # not one order more than the uninterrupted run
+    assert sorted(c["orders"]) == sorted(a["orders"])  # the same deterministic client_order_ids
+    np.testing.assert_allclose(pd.Series(c["positions"]).sort_index(), pd.Series(a["positions"]).sort_index(), rtol=1e-9)
+    assert verify(crashed / "ledger.jsonl").ok
+    for d in (ref, crashed):
+        r = connect_redis(settings_for(d)); close_redis(r, shutdown=True)
+
+
+def test_kill_switch_stops_new_orders_and_cancels_working_ones(tmp_path):
+    s = settings_for(tmp_path)
+    md, fc, close = market_and_forecasts()
+    r, st, led, q, b = open_all(tmp_path, s)
+    try:
+        tr = LiveTrader(s, "ks", md, fc, b, st, q, led, circuit_breakers=False)
+        tr.run(end="2019-06-28")
+        n_before = len(b.orders)
+        assert n_before > 0
+        st.engage_kill_switch("carol", "test: stop everything")
+        tr2 = LiveTrader(s, "ks", md, fc, b, st, q, led, circuit_breakers=False)
+        tr2.run(end="2019-09-30")
+        assert len(b.orders) == n_before  # nothing new reached the broker
+        assert all(o["status"] in ("filled", "canceled") for o in b.orders.values())
+        assert st.can_trade()[0] is False
+        kinds = [rec.kind for rec in led.records()]
+        assert "kill_switch" in kinds
+    finally:
+        close_redis(r, shutdown=True)
+
+
+def test_supervisor_approves_through_the_cli_while_the_replay_waits(tmp_path, monkeypatch):
+    from trading_lib.jobs import main
+    s = settings_for(tmp_path, approvals__max_notional=150_000.0)
+    monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", s.redis.embedded_dir)
+    md, fc, close = market_and_forecasts()
+    r, st, led, q, b = open_all(tmp_path, s)
+    try:
+        tr = LiveTrader(s, "appr", md, fc, b, st, q, led, circuit_breakers=False, approval_wait_seconds=30, poll_seconds=0.05)
+        th = threading.Thread(target=tr.run, kwargs=dict(end="2019-02-06"), daemon=True); th.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and not q.list(): time.sleep(0.05)
+        pending = q.list()
+        assert pending, "the replay should be waiting on approvals"
+        first, *rest = pending
+        ledger_arg = ["--ledger", str(led.path)]
+        assert main(["approvals", "approve", first.client_order_id, "--as", "dave"] + ledger_arg) == 0
+        for p in rest: assert main(["approvals", "reject", p.client_order_id, "--reason", "not today", "--as", "erin"] + ledger_arg) == 0
+        assert main(["approvals", "approve", first.client_order_id, "--as", "mallory"] + ledger_arg) != 0  # not pending any more
+        th.join(90)
+        assert not th.is_alive()
+        o = tr.done.get(first.client_order_id) or tr.orders.get(first.client_order_id)
+        assert o.approved_by == "dave" and o.state in (OrderState.SUBMITTED, OrderState.FILLED)
+        assert first.client_order_id in b.orders  # it reached the broker exactly once
+        assert all(p.client_order_id not in b.orders for p in rest)
+        recs = [x.payload for x in led.records(kind="approval")]
+        assert any(x.get("by") == "dave" and x.get("status") == "approved" for x in recs)
+    finally:
+        close_redis(r, shutdown=True)
