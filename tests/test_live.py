@@ -151,3 +151,26 @@ def test_supervisor_approves_through_the_cli_while_the_replay_waits(tmp_path, mo
         assert any(x.get("by") == "dave" and x.get("status") == "approved" for x in recs)
     finally:
         close_redis(r, shutdown=True)
+
+
+def test_trading_state_halt_and_identified_release_through_the_cli(tmp_path, monkeypatch):
+    from trading_lib.jobs import main
+    s = settings_for(tmp_path)
+    monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", s.redis.embedded_dir)
+    md, fc, close = market_and_forecasts()
+    r, st, led, q, b = open_all(tmp_path, s)
+    try:
+        led_arg = ["--ledger", str(led.path)]
+        LiveTrader(s, "ts", md, fc, b, st, q, led, circuit_breakers=False).run(end="2019-02-28")
+        n = len(b.orders); assert n > 0
+        assert main(["trading-state", "halt", "--reason", "operator test", "--as", "frank"] + led_arg) == 0
+        assert main(["trading-state", "release", "--as", "frank"] + led_arg) != 0  # a release needs a reason
+        LiveTrader(s, "ts", md, fc, b, st, q, led, circuit_breakers=False).run(end="2019-04-30")
+        assert len(b.orders) == n  # HALTED: nothing new sent
+        assert main(["trading-state", "release", "--reason", "reviewed", "--as", "grace"] + led_arg) == 0
+        LiveTrader(s, "ts", md, fc, b, st, q, led, circuit_breakers=False).run(end="2019-06-28")
+        assert len(b.orders) > n
+        changes = [x.payload for x in led.records(kind="state") if "to" in x.payload]
+        assert [(c["to"], c["by"]) for c in changes][-2:] == [("HALTED", "frank"), ("ACTIVE", "grace")]
+    finally:
+        close_redis(r, shutdown=True)
