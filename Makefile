@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: install run test gates nbdev-test pytest dashboard lab bench clean-venv
+.PHONY: install run test gates nbdev-test pytest dashboard lab bench clean-venv browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ run: install
 	$(BIN)/trading-lib run backtest --no-progress
 
 ## make test: the nbdev gates (clean, export in sync, notebooks run), then pytest's integration tests.
-test: install gates nbdev-test pytest
+test: install browser gates nbdev-test pytest
+
+## browser: Debian's chromium for the Playwright dashboard tests (Playwright cannot download its own browser offline).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 gates: install
 	@before="$$(git status --porcelain; git diff | sha1sum)"; \
