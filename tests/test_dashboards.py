@@ -1,7 +1,7 @@
 """The Voila dashboards in a real browser: `python -m trading_lib.dashboard_server` on a free port (token-protected,
 identity from the proxy header), driven by Playwright in Debian's headless Chromium (/usr/bin/chromium; `make test`
-installs it). A small fake live job reacts to approvals and the kill switch the way the live loop does. Screenshots go
-to tests/out/ (git-ignored)."""
+installs it). The real live loop (`trading_lib.live.LiveTrader`) replays embedded data on the simulated broker in a
+thread and waits on the supervisor's approvals. Screenshots go to tests/out/ (git-ignored)."""
 import json, os, re, shutil, socket, subprocess, sys, threading, time, urllib.error, urllib.request
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -10,7 +10,6 @@ import pytest
 from conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make test installs it)")
 OUT = ROOT / "tests" / "out"
 TOKEN = "test-token-0123456789abcdef"
 SECRET = "PKSECRETVALUE0123456789"
@@ -54,32 +53,40 @@ def _make_runs(root: Path):
     return d
 
 
-class FakeJob(threading.Thread):
-    """Stands in for the live loop: beats, polls `queue.decision(id)` for its pending orders, sends an approved order
-    only if `can_trade()`, drops rejected ones, and emits the events the loop emits."""
-    def __init__(self, state, queue, pending):
+class ReplayJob(threading.Thread):
+    """The live job under test: a replay of embedded data through `LiveTrader` on the simulated broker. A first phase
+    (no approvals needed) builds positions; then, with every order needing approval, the next rebalance waits on the
+    supervisor. `sent` / `dropped` / `refused` are read from the broker and the trader's orders."""
+    def __init__(self, root, st, q, led):
         super().__init__(daemon=True)
-        self.state, self.queue, self.pending = state, queue, set(pending)
-        self.sent, self.refused, self.dropped, self.stop = [], [], [], threading.Event()
+        from test_live import market_and_forecasts, settings_for
+        from trading_lib.brokers import SimulatedBroker
+        from trading_lib.execution import CostModel
+        from trading_lib.live import LiveTrader
+        md, fc, _ = market_and_forecasts()
+        s0 = settings_for(root, redis__embedded_dir=str(root / "runs" / "live" / "redis"), execution__min_order_notional=0.0)
+        self.broker = SimulatedBroker.open(root / "broker.json", CostModel.from_settings(s0.costs), s0.execution.initial_cash)
+        LiveTrader(s0, "dash-run", md, fc, self.broker, st, q, led, circuit_breakers=False).run(end="2019-03-29")
+        s1 = s0.replace(approvals__max_notional=1.0)  # from now on every order waits for a supervisor
+        self.trader = LiveTrader(s1, "dash-run", md, fc, self.broker, st, q, led, circuit_breakers=False,
+                                 approval_wait_seconds=600, poll_seconds=0.1)
+        self.stop = threading.Event(); self.error = None
 
     def run(self):
-        while not self.stop.wait(0.2):
-            self.state.heartbeat("live")
-            for cid in sorted(self.pending):
-                d = self.queue.decision(cid)
-                if d == "pending": continue
-                self.pending.discard(cid)
-                q = self.queue.get(cid)
-                if d == "approved":
-                    ok, why = self.state.can_trade()
-                    if ok:
-                        self.sent.append(cid)
-                        self.state.emit("order", {"action": "send", "client_order_id": cid, "symbol": q.order.symbol})
-                        self.state.emit("fill", {"client_order_id": cid, "symbol": q.order.symbol, "qty": q.order.qty, "price": 100.0})
-                    else:
-                        self.refused.append(cid)
-                        self.state.emit("risk_refusal", {"client_order_id": cid, "symbol": q.order.symbol, "reason": why})
-                else: self.dropped.append(cid)
+        try: self.trader.run(end="2019-04-10")
+        except Exception as e: self.error = e
+
+    def _orders(self):
+        return {**self.trader.done, **self.trader.orders}
+
+    @property
+    def sent(self): return [cid for cid in self.broker.orders if cid in self._orders()]
+
+    @property
+    def dropped(self): return [c for c, o in self._orders().items() if o.state.value == "rejected" and (o.reason or "").startswith("supervisor:")]
+
+    @property
+    def refused(self): return [c for c, o in self._orders().items() if o.state.value == "rejected" and (o.reason or "").startswith("risk:")]
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +101,13 @@ def env(tmp_path_factory):
     srv = start_embedded(root / "runs" / "live" / "redis"); r = srv.client()
     led = Ledger(root / "runs" / "live" / "ledger.jsonl")
     st, q = LiveState(r, ledger=led), ApprovalQueue(r, led, 3600)
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make browser)"
     st.set_trading_state("ACTIVE", "live-job", "start"); st.release_kill_switch("live-job", "start")
-    st.set_account(200_000.0, 1_000_000.0); st.set_positions({"KO": 2000, "PEP": -500}); st.set_last_prices({"KO": 60.0, "PEP": 170.0})
-    orders = [Order.create("run-t", "2025-01-02T00:00:00+00:00", s, "buy", 5000.0) for s in ("KO", "PEP", "AAPL")]
-    for o in orders: q.submit(o, ["notional 300,000.00 > max_notional 250,000.00"], {"notional": 3e5, "confidence": 0.3, "forecast_score": 0.7})
-    job = FakeJob(st, q, [o.client_order_id for o in orders]); job.start()
+    job = ReplayJob(root, st, q, led); job.start()
+    _wait(lambda: len(q.list()) >= 3 or job.error, 120, "the replay to wait on approvals")
+    assert job.error is None, job.error
+    orders = [p.order for p in q.list()][:3]
+    held = [s for s, x in st.positions().items() if x]
     port = _free_port()
     senv = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
     senv.update(ALPACA_API_KEY=SECRET, ALPACA_SECRET_KEY=SECRET + "x", TRADING_DASHBOARD_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
@@ -115,7 +124,8 @@ def env(tmp_path_factory):
     browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
     ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, extra_http_headers={"X-Forwarded-User": "alice"})
     OUT.mkdir(parents=True, exist_ok=True)
-    yield dict(root=root, url=f"http://127.0.0.1:{port}", state=st, queue=q, ledger=led, orders=orders, job=job, ctx=ctx, run=run)
+    yield dict(root=root, url=f"http://127.0.0.1:{port}", state=st, queue=q, ledger=led, orders=orders, job=job, ctx=ctx, run=run,
+               held=held)
     job.stop.set(); browser.close(); pw.stop()
     proc.terminate()
     try: proc.wait(15)
@@ -145,10 +155,10 @@ def test_oversight_page(env):
     page.goto(env["url"] + f"/voila/render/oversight.ipynb?token={TOKEN}", wait_until="domcontentloaded")
     page.locator(".tl-approval-row").first.wait_for(state="visible", timeout=60_000)
     assert page.locator(".tl-identity").inner_text() == "alice"
-    assert page.locator(".tl-approval-row").count() == 3 and "ACTIVE" in page.locator(".tl-header").inner_text()
+    assert page.locator(".tl-approval-row").count() >= 3 and "ACTIVE" in page.locator(".tl-header").inner_text()
     html = page.content()
     assert SECRET not in html and TOKEN not in html and "oversight_app()" not in html  # no secrets, sources stripped
-    assert "KO" in page.locator(".tl-positions").inner_text()
+    assert env["held"] and all(sym in page.locator(".tl-positions").inner_text() for sym in env["held"])
 
     # approve one: the job proceeds, the ledger has the approval with the supervisor's identity
     page.locator(f"{_cls(a)} .tl-approve").click()
@@ -163,6 +173,7 @@ def test_oversight_page(env):
     page.locator(f"{_cls(b)} .tl-status-rejected").wait_for(timeout=15_000)
     assert q.get(b).status == "rejected" and q.get(b).decision_reason == "too large for today" and q.get(b).decided_by == "alice"
     _wait(lambda: b in job.dropped, 10, "the job to drop the rejected order")
+    _wait(lambda: job.trader._recorded.get(b) == "rejected", 10, "the job to record the rejection")
 
     # the live feed updates without a reload
     st.emit("alert", {"alert": "feed-check-4711"})
