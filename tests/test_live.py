@@ -174,3 +174,63 @@ def test_trading_state_halt_and_identified_release_through_the_cli(tmp_path, mon
         assert [(c["to"], c["by"]) for c in changes][-2:] == [("HALTED", "frank"), ("ACTIVE", "grace")]
     finally:
         close_redis(r, shutdown=True)
+
+
+def test_bad_bar_during_the_session_is_refused_and_no_order_is_sent(tmp_path):
+    s = settings_for(tmp_path, portfolio__rebalance="D")
+    md, fc, close = market_and_forecasts()
+    bad_day = pd.Timestamp("2019-03-14", tz="UTC")
+    bars = md.bars.copy()
+    bars.loc[(bad_day, "KO"), "close"] = -47.0  # a corrupt print arrives for KO (it never went through the load gate)
+    md_bad = MarketData(bars, None, None, {}, "test", None)
+    r, st, led, q, b = open_all(tmp_path, s)
+    try:
+        tr = LiveTrader(s, "bad", md_bad, fc, b, st, q, led, circuit_breakers=False)
+        tr.run(end="2019-03-13")
+        n = len(b.orders)
+        tr.run(end="2019-03-14")  # the session with the bad bar
+        assert len(b.orders) == n  # no order on data that failed validation
+        alerts = [x.payload for x in led.records(kind="alert")]
+        assert any(a.get("symbol") == "KO" and a.get("field") == "close" and a.get("value") == "-47.0"
+                   and a.get("timestamp", "").startswith("2019-03-14") for a in alerts)
+        assert all(f.price > 0 for f in b.fills)  # nothing filled at the bad price
+        tr.run(end="2019-03-20")  # clean data again: trading resumes
+        assert len(b.orders) > n
+    finally:
+        close_redis(r, shutdown=True)
+
+
+REDIS_CHILD = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from test_live import *
+    from trading_lib.state import start_embedded
+    tmp = {tmp!r}
+    s = settings_for(tmp)
+    md, fc, _ = market_and_forecasts()
+    r, st, led, q, b = open_all(tmp, s)
+    real = b.submit; n = [0]
+    def submit(o):
+        bo = real(o); n[0] += 1
+        if n[0] == 9: start_embedded(s.redis.embedded_dir).kill()  # the Redis server dies mid-session
+        return bo
+    b.submit = submit
+    LiveTrader(s, "crash-run", md, fc, b, st, q, led, circuit_breakers=False).run()
+""")
+
+
+def test_redis_restart_mid_session_halts_then_resumes_without_loss(tmp_path):
+    ref, crashed = tmp_path / "ref", tmp_path / "crashed"
+    ref.mkdir(); crashed.mkdir()
+    assert _child(ref, 0).returncode == 0
+    code = REDIS_CHILD.format(tests=str(Path(__file__).parent), tmp=str(crashed))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "ConnectionError" in p.stderr  # the job stops: it never trades without its live state
+    p2 = _child(crashed, 0)  # Redis restarts from its AOF, the job resumes
+    assert p2.returncode == 0, p2.stderr[-2000:]
+    a = json.loads((ref / "broker.json").read_text()); c = json.loads((crashed / "broker.json").read_text())
+    assert sorted(c["orders"]) == sorted(a["orders"])  # the same orders as the uninterrupted run, none twice
+    np.testing.assert_allclose(pd.Series(c["positions"]).sort_index(), pd.Series(a["positions"]).sort_index(), rtol=1e-9)
+    assert verify(crashed / "ledger.jsonl").ok
+    for d in (ref, crashed):
+        r = connect_redis(settings_for(d)); close_redis(r, shutdown=True)
