@@ -61,8 +61,12 @@ dashboard: install
 lab: install
 	$(BIN)/jupyter lab --ip=127.0.0.1
 
+## make bench: the figures behind the speed targets (printed, not tests); run on one core: taskset -c 0 make bench
 bench: install
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/pretrade.py
+	$(BIN)/python bench/models.py
+	$(BIN)/python bench/risk.py
 
 clean-venv:
 	rm -rf $(VENV)
