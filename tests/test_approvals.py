@@ -225,7 +225,7 @@ def run(capsys, *argv):
 def test_cli_approvals(cli_env, capsys):
     emb = start_embedded(cli_env / "redis")  # the live job's server
     try:
-        q = ApprovalQueue(emb.client(), Ledger(cli_env / "ledger.jsonl"), 3600)
+        q = ApprovalQueue(emb.client(), Ledger(cli_env / "ledger.sqlite"), 3600)
         a, b = order("AAPL", 2000), order("MSFT", 10)
         q.submit(a, ["notional 380,000.00 > max_notional 250,000.00"], {"notional": 380000})
         q.submit(b, ["first trade in MSFT"], {})
@@ -246,7 +246,7 @@ def test_cli_approvals(cli_env, capsys):
         assert rc == 1 and "no approval request" in err
         rc, out, _ = run(capsys, "approvals", "list", "--status", "all")
         assert "[approved]" in out and "[rejected]" in out
-        led = Ledger(cli_env / "ledger.jsonl")
+        led = Ledger(cli_env / "ledger.sqlite")
         assert [(p["symbol"], p["status"], p.get("by")) for p in approvals_in_ledger(led) if p["status"] != "pending"] == \
             [("AAPL", "approved", "carol"), ("MSFT", "rejected", "local-supervisor")]
         assert emb.client().ping()  # the CLI did not stop the live job's server

@@ -99,7 +99,7 @@ def env(tmp_path_factory):
     shutil.copy(ROOT / "settings.ini", root / "settings.ini"); shutil.copytree(ROOT / "dashboards", root / "dashboards")
     run = _make_runs(root)
     srv = start_embedded(root / "runs" / "live" / "redis"); r = srv.client()
-    led = Ledger(root / "runs" / "live" / "ledger.jsonl")
+    led = Ledger(root / "runs" / "live" / "ledger.sqlite")
     st, q = LiveState(r, ledger=led), ApprovalQueue(r, led, 3600)
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make browser)"
     st.set_trading_state("ACTIVE", "live-job", "start"); st.release_kill_switch("live-job", "start")

@@ -37,7 +37,7 @@ def settings_for(tmp, **kw):
 
 def open_all(tmp, s):
     r = connect_redis(s, appendfsync=s.redis.appendfsync)
-    led = Ledger(Path(tmp) / "ledger.jsonl")
+    led = Ledger(Path(tmp) / "ledger.sqlite")
     st = LiveState(r, ledger=led)
     if st.kill_switch() is None: st.release_kill_switch("test-supervisor", "test start")
     q = ApprovalQueue(r, led, s.approvals.expiry_seconds)
@@ -97,7 +97,7 @@ def test_killed_job_restarts_without_a_second_order(tmp_path):
     assert len(c["orders"]) == len(a["orders"]) > 10  # not one order more than the uninterrupted run
     assert sorted(c["orders"]) == sorted(a["orders"])  # the same deterministic client_order_ids
     np.testing.assert_allclose(pd.Series(c["positions"]).sort_index(), pd.Series(a["positions"]).sort_index(), rtol=1e-9)
-    assert verify(crashed / "ledger.jsonl").ok
+    assert verify(crashed / "ledger.sqlite").ok
     for d in (ref, crashed):
         r = connect_redis(settings_for(d)); close_redis(r, shutdown=True)
 
@@ -231,6 +231,6 @@ def test_redis_restart_mid_session_halts_then_resumes_without_loss(tmp_path):
     a = json.loads((ref / "broker.json").read_text()); c = json.loads((crashed / "broker.json").read_text())
     assert sorted(c["orders"]) == sorted(a["orders"])  # the same orders as the uninterrupted run, none twice
     np.testing.assert_allclose(pd.Series(c["positions"]).sort_index(), pd.Series(a["positions"]).sort_index(), rtol=1e-9)
-    assert verify(crashed / "ledger.jsonl").ok
+    assert verify(crashed / "ledger.sqlite").ok
     for d in (ref, crashed):
         r = connect_redis(settings_for(d)); close_redis(r, shutdown=True)
