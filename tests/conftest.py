@@ -13,3 +13,12 @@ def project_copy(tmp_path):
     shutil.copy(ROOT / "settings.ini", tmp_path / "settings.ini")
     shutil.copytree(ROOT / "scheduled", tmp_path / "scheduled")
     return tmp_path
+
+
+@pytest.fixture
+def server(tmp_path):
+    "An embedded real Redis server (AOF under tmp_path/redis), shut down after the test."
+    from trading_lib.state import start_embedded
+    emb = start_embedded(tmp_path / "redis")
+    yield emb
+    emb.shutdown()

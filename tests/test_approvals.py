@@ -16,13 +16,6 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def server(tmp_path):
-    emb = start_embedded(tmp_path / "redis")
-    yield emb
-    emb.shutdown()
-
-
-@pytest.fixture
 def env(server, tmp_path):
     clock = [T0]
     led = Ledger(tmp_path / "ledger.jsonl")

@@ -15,13 +15,6 @@ from trading_lib.state import (LiveState, StateError, StateUnavailable, close_re
 
 
 @pytest.fixture
-def server(tmp_path):
-    emb = start_embedded(tmp_path / "redis")
-    yield emb
-    emb.shutdown()
-
-
-@pytest.fixture
 def clock():
     return [1_700_000_000.0]
 
