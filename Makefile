@@ -56,7 +56,7 @@ pytest: install
 
 ## make dashboard: the Voila dashboards on 127.0.0.1 (port from settings.ini), token-protected.
 dashboard: install
-	$(BIN)/python -m trading_lib.dashboard_server
+	$(BIN)/python -m trading_lib.oversight.server
 
 lab: install
 	$(BIN)/jupyter lab --ip=127.0.0.1

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 
 warnings.filterwarnings("ignore")
-from trading_lib.models import LightGBMForecaster, LSTMForecaster
-from trading_lib.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
+from trading_lib.models.base import LightGBMForecaster, LSTMForecaster
+from trading_lib.models.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
                              XGBoostForecaster)
-from trading_lib.registry import export_onnx, OnnxServer, ort_providers
+from trading_lib.models.registry import export_onnx, OnnxServer, ort_providers
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--threads", type=int, default=1); ap.add_argument("--reps", type=int, default=300)

@@ -7,7 +7,7 @@ Run: taskset -c 0 .venv/bin/python bench/pretrade.py
 import time
 import numpy as np
 from trading_lib.config import load_settings
-from trading_lib.risk import PreTradeRisk
+from trading_lib.trading.risk import PreTradeRisk
 
 N, CALLS = 500, 20_000
 s = load_settings().risk.model_copy(update=dict(max_orders_per_minute=10**9, duplicate_window_seconds=60.0))

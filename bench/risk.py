@@ -7,8 +7,8 @@ Run: .venv/bin/python bench/risk.py [--paths 1000000] [--assets 500]
 """
 import argparse, time
 import numpy as np
-from trading_lib.risk_analytics import monte_carlo_var
-from trading_lib.optimisation import optimise_window, OPTIMISED_METHODS
+from trading_lib.analytics.risk_analytics import monte_carlo_var
+from trading_lib.portfolio.optimisation import optimise_window, OPTIMISED_METHODS
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--paths", type=int, default=1_000_000)

@@ -18,7 +18,7 @@ def project_copy(tmp_path):
 @pytest.fixture
 def server(tmp_path):
     "An embedded real Redis server (AOF under tmp_path/redis), shut down after the test."
-    from trading_lib.state import start_embedded
+    from trading_lib.live.state import start_embedded
     emb = start_embedded(tmp_path / "redis")
     yield emb
     emb.shutdown()

@@ -9,8 +9,8 @@ import pytest
 
 from fake_alpaca import FakeAlpaca
 from trading_lib.config import BrokerSettings, load_settings
-from trading_lib.orders import Order, OrderState
-from trading_lib.brokers import (AlpacaBroker, BrokerConfigError, BrokerOrder, BrokerUnavailable, OrderNotCancelable,
+from trading_lib.trading.orders import Order, OrderState
+from trading_lib.execution.brokers import (AlpacaBroker, BrokerConfigError, BrokerOrder, BrokerUnavailable, OrderNotCancelable,
                                  OrderNotFound, OrderRejected, OrderStatusUnknown, make_broker, reconcile, Broker)
 
 KEY, SECRET = "PKFAKEKEY7Q2W9", "fake-secret-do-not-log-93kd"

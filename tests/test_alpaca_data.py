@@ -7,7 +7,7 @@ from urllib.parse import urlparse, parse_qs
 
 import numpy as np, pandas as pd, pytest
 
-from trading_lib.data import (AlpacaSource, AlpacaCredentialsError, CachedSource, DataValidationError, ParquetStore,
+from trading_lib.data.sources import (AlpacaSource, AlpacaCredentialsError, CachedSource, DataValidationError, ParquetStore,
                               BAR_COLUMNS, INDEX_NAMES)
 
 KEYS = {"ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "test-secret-456"}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 
-from trading_lib.audit import (Ledger, SqliteLedger, Record, verify, record_hash, canonical_json, GENESIS, LedgerError,
+from trading_lib.live.audit import (Ledger, SqliteLedger, Record, verify, record_hash, canonical_json, GENESIS, LedgerError,
                                LedgerCorrupt, CanonicalJSONError)
 from conftest import ROOT
 
@@ -201,7 +201,7 @@ def test_broken_chain_is_not_repairable(tmp_path):
 
 def test_write_failure_raises(tmp_path, monkeypatch):
     led = make(tmp_path, 2)
-    import trading_lib.audit as audit
+    import trading_lib.live.audit as audit
     def boom(fd): raise OSError(28, "No space left on device")
     monkeypatch.setattr(audit.os, "fsync", boom)
     with pytest.raises(LedgerError, match="do not send"):
@@ -374,7 +374,7 @@ def test_sqlite_damaged_file_is_reported_not_raised(tmp_path):
 
 _KILL_WRITER = """
 import sys, pandas as pd
-from trading_lib.audit import Ledger
+from trading_lib.live.audit import Ledger
 led = Ledger(sys.argv[1])
 print("ready", flush=True)
 i = 0

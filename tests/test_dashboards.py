@@ -1,6 +1,6 @@
-"""The Voila dashboards in a real browser: `python -m trading_lib.dashboard_server` on a free port (token-protected,
+"""The Voila dashboards in a real browser: `python -m trading_lib.oversight.server` on a free port (token-protected,
 identity from the proxy header), driven by Playwright in Debian's headless Chromium (/usr/bin/chromium; `make test`
-installs it). The real live loop (`trading_lib.live.LiveTrader`) replays embedded data on the simulated broker in a
+installs it). The real live loop (`trading_lib.live.trader.LiveTrader`) replays embedded data on the simulated broker in a
 thread and waits on the supervisor's approvals. Screenshots go to tests/out/ (git-ignored)."""
 import json, os, re, shutil, socket, subprocess, sys, threading, time, urllib.error, urllib.request
 from pathlib import Path
@@ -33,7 +33,7 @@ def _wait(cond, timeout=20.0, what="condition"):
 
 def _make_runs(root: Path):
     "A backtest run in the format of runs/backtest/<id>/ over real embedded closes (KO, PEP, 2019)."
-    from trading_lib.data import EmbeddedSource, to_panel
+    from trading_lib.data.sources import EmbeddedSource, to_panel
     close = to_panel(EmbeddedSource().bars(["KO", "PEP"], "2019-01-01", "2019-12-31"))
     d = root / "runs" / "backtest" / "20250101T000000Z-test01"; d.mkdir(parents=True)
     rows = []
@@ -60,9 +60,9 @@ class ReplayJob(threading.Thread):
     def __init__(self, root, st, q, led):
         super().__init__(daemon=True)
         from test_live import market_and_forecasts, settings_for
-        from trading_lib.brokers import SimulatedBroker
-        from trading_lib.execution import CostModel
-        from trading_lib.live import LiveTrader
+        from trading_lib.execution.brokers import SimulatedBroker
+        from trading_lib.execution.simulated import CostModel
+        from trading_lib.live.trader import LiveTrader
         md, fc, _ = market_and_forecasts()
         s0 = settings_for(root, redis__embedded_dir=str(root / "runs" / "live" / "redis"), execution__min_order_notional=0.0)
         self.broker = SimulatedBroker.open(root / "broker.json", CostModel.from_settings(s0.costs), s0.execution.initial_cash)
@@ -91,10 +91,10 @@ class ReplayJob(threading.Thread):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from trading_lib.state import start_embedded, LiveState
-    from trading_lib.audit import Ledger
-    from trading_lib.oversight import ApprovalQueue
-    from trading_lib.orders import Order
+    from trading_lib.live.state import start_embedded, LiveState
+    from trading_lib.live.audit import Ledger
+    from trading_lib.live.approvals import ApprovalQueue
+    from trading_lib.trading.orders import Order
     root = tmp_path_factory.mktemp("dash")
     shutil.copy(ROOT / "settings.ini", root / "settings.ini"); shutil.copytree(ROOT / "dashboards", root / "dashboards")
     run = _make_runs(root)
@@ -112,7 +112,7 @@ def env(tmp_path_factory):
     senv = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
     senv.update(ALPACA_API_KEY=SECRET, ALPACA_SECRET_KEY=SECRET + "x", TRADING_DASHBOARD_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
     log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "trading_lib.dashboard_server", "--root", str(root), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "trading_lib.oversight.server", "--root", str(root), "--port", str(port)],
                             cwd=root, env=senv, stdout=log, stderr=subprocess.STDOUT)
     def up():
         try: socket.create_connection(("127.0.0.1", port), 0.2).close(); return True
@@ -134,7 +134,7 @@ def env(tmp_path_factory):
 
 
 def _cls(cid):
-    from trading_lib.dashboard import _css_id
+    from trading_lib.oversight.dashboard import _css_id
     return "." + _css_id(cid)
 
 

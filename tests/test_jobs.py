@@ -58,7 +58,7 @@ def test_backtest_outputs(train_runs):
     eq = pd.read_parquet(d / "equity.parquet")
     assert eq.index[0] >= pd.Timestamp("2010-01-01", tz="UTC") and eq.notna().all().all()
     # the S&P 500 benchmark is buy-and-hold of the index: its equity is proportional to the index closes
-    from trading_lib.data import EmbeddedSource
+    from trading_lib.data.sources import EmbeddedSource
     spx = EmbeddedSource().series("SP500").reindex(eq.index)
     ratio = eq["S&P 500"] / spx
     assert (ratio / ratio.iloc[0] - 1).abs().max() < 1e-9

@@ -5,16 +5,16 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 from trading_lib.config import load_settings
-from trading_lib.data import EmbeddedSource, MarketData, to_panel
-from trading_lib.state import connect_redis, close_redis, LiveState
-from trading_lib.audit import Ledger, verify
-from trading_lib.brokers import SimulatedBroker
-from trading_lib.execution import CostModel
-from trading_lib.oversight import ApprovalQueue
-from trading_lib.orders import OrderState
-from trading_lib.live import LiveTrader
-from trading_lib.engine import run_backtest
-from trading_lib.backtest import score_matrix, weights_from_scores
+from trading_lib.data.sources import EmbeddedSource, MarketData, to_panel
+from trading_lib.live.state import connect_redis, close_redis, LiveState
+from trading_lib.live.audit import Ledger, verify
+from trading_lib.execution.brokers import SimulatedBroker
+from trading_lib.execution.simulated import CostModel
+from trading_lib.live.approvals import ApprovalQueue
+from trading_lib.trading.orders import OrderState
+from trading_lib.live.trader import LiveTrader
+from trading_lib.trading.engine import run_backtest
+from trading_lib.research.backtest import score_matrix, weights_from_scores
 
 SYMS = ["AAPL", "JPM", "KO", "XOM", "PFE", "MSFT"]
 
@@ -204,7 +204,7 @@ REDIS_CHILD = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
     from test_live import *
-    from trading_lib.state import start_embedded
+    from trading_lib.live.state import start_embedded
     tmp = {tmp!r}
     s = settings_for(tmp)
     md, fc, _ = market_and_forecasts()

@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 from fake_alpaca import FakeAlpaca
 from test_live import market_and_forecasts, settings_for, SYMS
-from trading_lib.state import connect_redis, close_redis, LiveState
-from trading_lib.audit import Ledger
-from trading_lib.oversight import ApprovalQueue
-from trading_lib.brokers import AlpacaBroker, ReconcileError
-from trading_lib.live import LiveTrader
+from trading_lib.live.state import connect_redis, close_redis, LiveState
+from trading_lib.live.audit import Ledger
+from trading_lib.live.approvals import ApprovalQueue
+from trading_lib.execution.brokers import AlpacaBroker, ReconcileError
+from trading_lib.live.trader import LiveTrader
 
 KEYS = {"ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "not-a-real-secret"}
 

@@ -3,9 +3,9 @@ forecast up to that date is unchanged (while later ones do change, so the test c
 import numpy as np, pandas as pd
 import pytest
 from trading_lib.config import load_settings
-from trading_lib.data import EmbeddedSource, validate_bars
+from trading_lib.data.sources import EmbeddedSource, validate_bars
 from trading_lib.features import compute_features, make_labels
-from trading_lib.backtest import walk_forward
+from trading_lib.research.backtest import walk_forward
 
 CUT = pd.Timestamp("2011-06-30", tz="UTC")
 

@@ -1,4 +1,4 @@
-"""Redis live state (trading_lib.state): embedded server persistence across clean and kill -9 restarts, no automatic
+"""Redis live state (trading_lib.live.state): embedded server persistence across clean and kill -9 restarts, no automatic
 retries, fail-closed `can_trade` (reliability.md checklist E1, E3, E4, E5, H1, H3, H4), kill-switch records in the
 ledger, and the event stream."""
 import json, math, os, signal, subprocess, sys, time
@@ -6,11 +6,11 @@ import json, math, os, signal, subprocess, sys, time
 import pytest
 import redis
 
-from trading_lib.audit import Ledger
+from trading_lib.live.audit import Ledger
 from trading_lib.config import load_settings
-from trading_lib.orders import Order
-from trading_lib.risk import TradingState
-from trading_lib.state import (LiveState, StateError, StateUnavailable, close_redis, connect_redis, start_embedded,
+from trading_lib.trading.orders import Order
+from trading_lib.trading.risk import TradingState
+from trading_lib.live.state import (LiveState, StateError, StateUnavailable, close_redis, connect_redis, start_embedded,
                                EVENT_KINDS)
 
 
@@ -95,7 +95,7 @@ def test_unreachable_url_fails_fast_without_secret(tmp_path):
 
 def test_second_process_attaches(server, tmp_path):
     server.client().set("from_parent", "1")
-    code = ("import sys; from trading_lib.config import load_settings; from trading_lib.state import connect_redis, close_redis;"
+    code = ("import sys; from trading_lib.config import load_settings; from trading_lib.live.state import connect_redis, close_redis;"
             f"r = connect_redis(load_settings(redis__embedded_dir={str(tmp_path / 'redis')!r}), environ={{}});"
             "print(r.get('from_parent'), r.embedded.owner); r.set('from_child', '2'); close_redis(r)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -2,10 +2,10 @@
 registry schema mismatch, checkpoint rotation, ensemble isolation from test-period labels."""
 import numpy as np, pandas as pd, pytest, torch
 
-from trading_lib.models import Forecaster, LightGBMForecaster, LSTMForecaster, make_forecaster
-from trading_lib.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
+from trading_lib.models.base import Forecaster, LightGBMForecaster, LSTMForecaster, make_forecaster
+from trading_lib.models.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
                              XGBoostForecaster, EnsembleForecaster, TunedForecaster)
-from trading_lib.registry import ModelRegistry, SchemaMismatchError, OnnxServer, export_onnx, data_hash
+from trading_lib.models.registry import ModelRegistry, SchemaMismatchError, OnnxServer, export_onnx, data_hash
 
 HS = [1, 5, 20, 60]
 

@@ -65,7 +65,7 @@ class ModelSettings(_Section):
     lstm_hidden: int = Field(16, ge=1)
     lstm_epochs: int = Field(4, ge=1)
     lstm_batch_size: int = Field(512, ge=1)
-    # model zoo (trading_lib.zoo): the window models (gru, cnn_lstm, transformer, tft) share lstm_lookback and
+    # model zoo (trading_lib.models.zoo): the window models (gru, cnn_lstm, transformer, tft) share lstm_lookback and
     # lstm_batch_size, so the walk-forward's history margin covers all of them
     zoo_hidden: int = Field(16, ge=1)  # hidden units / model width of gru, cnn_lstm, transformer, tft, gat
     zoo_epochs: int = Field(4, ge=1)
