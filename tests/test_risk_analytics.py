@@ -8,7 +8,8 @@ from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource
 from trading_lib.research.backtest import weights_from_scores, expected_return_matrix
 from trading_lib.trading.engine import run_backtest
-from trading_lib.portfolio import optimisation as O, risk_analytics as RA
+from trading_lib.portfolio import optimisation as O
+from trading_lib.analytics import risk_analytics as RA
 
 
 @pytest.fixture(scope="module")
