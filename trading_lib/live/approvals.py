@@ -358,7 +358,7 @@ def _register():
 
 _register()
 
-# %% ../../nbs/live/21_approvals.ipynb #b39a8d0d
+# %% ../../nbs/live/21_approvals.ipynb #55018c11
 from fastcore.basics import patch
 
 @patch
