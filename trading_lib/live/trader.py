@@ -249,7 +249,7 @@ class LiveTrader:
                                                     target_weight=float(plan.weights[i]), session=str(ts)))
                 self._save(o)
                 if self.auto_approve:
-                    self.queue.approve(o.client_order_id, "replay:auto", "unattended replay (-p approvals auto)")
+                    self.queue.approve(o.client_order_id, "replay:auto")
                     self.counts["auto_approved"] += 1
             else:
                 self.risk.remember(now, [i], [q]); self._send(o, ts)
