@@ -407,7 +407,7 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     there is one (`use_champion`; its feature schema must match, else `SchemaMismatchError`), otherwise a model fitted
     on history with realised labels only (same embargo and validation purge as the walk-forward), which is then
     registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry)."""
-    from trading_lib.research.pipeline import build_dataset
+    from trading_lib.features import build_dataset
     from trading_lib.models.factory import make_forecaster
     from trading_lib.models.registry import ModelRegistry
     from trading_lib.config import project_root
@@ -464,7 +464,7 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
     `expired`: the client_order_ids `LiveTrader.finish` expired."""
     from trading_lib.live.audit import verify
     from trading_lib.analytics.metrics import performance_summary
-    from trading_lib.research.backtest import write_json
+    from trading_lib.util import write_json
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     history.to_parquet(run_dir / "equity.parquet")
     orders = [o.to_dict() for o in list(trader.done.values()) + list(trader.orders.values())]
