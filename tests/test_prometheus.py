@@ -135,6 +135,12 @@ def test_prometheus_scrapes_a_replay_and_fires_halted_and_kill_switch(tmp_path, 
         print("p95 ledger append (s):", scalar(base, "histogram_quantile(0.95, trading_ledger_append_latency_seconds_bucket)"))
         assert firing(base) == {}, f"nothing should fire during a normal replay: {sorted(firing(base))}"
 
+        # every query of the shipped Grafana dashboard parses and, but for refusals (none in this replay), has data
+        dash = json.loads((ROOT / "ops" / "grafana" / "trading_lib.json").read_text())
+        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        empty = [e for e in exprs if not query(base, e)]
+        assert empty == ["sum by (reason) (increase(trading_refusals_total[1h]))"] * (not tr.refusals), empty
+
         # an injected halt (a supervisor, from another process: Redis) fires TradingHalted within a few evaluations
         t_halt = time.monotonic()
         st.set_trading_state("HALTED", "test-supervisor", "injected halt")
