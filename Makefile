@@ -69,8 +69,9 @@ dashboard: install
 	$(BIN)/python -m trading_lib.oversight.server
 
 ## make lab: JupyterLab on 127.0.0.1, notebooks on the `trading-lib` kernel (--allow-root only when run as root).
+LAB_PORT ?= 8888
 lab: install
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --MappingKernelManager.default_kernel_name=trading-lib \
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --MappingKernelManager.default_kernel_name=trading-lib \
 	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 ## make image: the deployable image (JupyterLab, Voila, the package, the trading-lib kernel; non-root user `trader`).
