@@ -1,15 +1,18 @@
 # The deployable kernel: JupyterLab + Voila + trading_lib + the `trading-lib` Jupyter kernel, run as a non-root user.
 #   GPU hosts (default base, a CUDA runtime): docker build -t trading-lib .          (or: make image)
-#   CPU hosts:  docker build --build-arg BASE=debian:bookworm-slim -t trading-lib:cpu .
+#   CPU hosts:  docker build --build-arg BASE=python:3.11-slim-bookworm \
+#                 --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t trading-lib:cpu .
 #   Offline hosts (only the package registries reachable, as in CI): make image-test builds a Debian base with
 #   debootstrap and stages the host's CA bundle (docker/certs/) and torch CPU wheel (docker/wheels/); see README.
-# Python is 3.11 on every base (the pins in requirements.txt are a Python 3.11 freeze): the base's own python3.11 if
-# its archive has it (Debian 12), else the deadsnakes PPA (Ubuntu 24.04 of the CUDA images).
+# Python is 3.11 (>= 3.11.5: the pins in requirements.txt are a Python 3.11.7 freeze) on every base: the base's own
+# python3.11 when recent enough (python:3.11-slim-bookworm), else the deadsnakes PPA (Ubuntu 24.04 of the CUDA images).
 ARG BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 FROM ${BASE}
 # EXTRAS=gpu adds the optional `gpu` extra of pyproject.toml (cupy, tensorrt, xgboost) on GPU hosts
 ARG EXTRAS=""
 ARG UID=1000
+# CPU hosts with internet: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (the CPU build; PyPI's is the CUDA one)
+ARG TORCH_INDEX_URL=""
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt MPLBACKEND=Agg
@@ -17,14 +20,17 @@ ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CH
 # extra CA certificates for apt and pip (docker/certs/*.crt, e.g. a TLS-inspecting proxy's; none by default)
 COPY docker/certs/ /usr/local/share/ca-certificates/trading-lib/
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates tini make \
+    && apt-get install -y --no-install-recommends ca-certificates tini make libgomp1 \
     && update-ca-certificates \
-    && if apt-cache show python3.11-venv >/dev/null 2>&1; then \
-         apt-get install -y --no-install-recommends python3.11 python3.11-venv; \
-       else \
+    && if command -v python3.11 >/dev/null && python3.11 -c 'import sys, venv; sys.exit(sys.version_info < (3, 11, 5))'; then \
+         echo "using the base's $(python3.11 --version)"; \
+       elif . /etc/os-release && [ "$ID" = ubuntu ]; then \
          apt-get install -y --no-install-recommends software-properties-common gpg-agent \
          && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update \
          && apt-get install -y --no-install-recommends python3.11 python3.11-venv; \
+       else \
+         echo "BASE has no Python >= 3.11.5 (requirements.txt needs it; Debian 12's python3.11 is 3.11.2):"; \
+         echo "use BASE=python:3.11-slim-bookworm (CPU) or a CUDA Ubuntu image (deadsnakes PPA)"; exit 1; \
        fi \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid ${UID} --shell /bin/bash trader
@@ -36,7 +42,7 @@ COPY docker/wheels/ /tmp/wheels/
 COPY requirements.txt ./
 RUN python3.11 -m venv /opt/venv \
     && /opt/venv/bin/python -m pip install -q --upgrade pip \
-    && /opt/venv/bin/python -m pip install -q --find-links /tmp/wheels torch==2.13.0 \
+    && /opt/venv/bin/python -m pip install -q --find-links /tmp/wheels ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0 \
     && /opt/venv/bin/python -m pip install -q --find-links /tmp/wheels torch==2.13.0 -r requirements.txt \
     && rm -rf /tmp/wheels
 ENV PATH=/opt/venv/bin:$PATH

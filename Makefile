@@ -75,7 +75,7 @@ lab: install
 	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 ## make image: the deployable image (JupyterLab, Voila, the package, the trading-lib kernel; non-root user `trader`).
-## Default base: a CUDA runtime image (GPU hosts); CPU hosts: make image BASE=debian:bookworm-slim IMAGE=trading-lib:cpu
+## Default base: a CUDA runtime image (GPU hosts); CPU hosts: make image BASE=python:3.11-slim-bookworm IMAGE=trading-lib:cpu
 IMAGE ?= trading-lib
 BASE  ?=
 image:
