@@ -20,7 +20,11 @@ while time.monotonic() - t0 < 240:
         with urllib.request.urlopen(url, timeout=120) as r:
             body = r.read().decode(errors="replace")
             if r.status == 200:
-                print(f"smoke: dashboard health check: HTTP {r.status}, {len(body)} bytes, {time.monotonic() - t0:.1f} s after start"); break
+                bad = [m for m in ("Traceback", "output_type\": \"error", "Kernel Error") if m in body]
+                if bad or "application/vnd.jupyter.widget-view+json" not in body:
+                    raise SystemExit(f"smoke: the oversight page rendered without its widgets or with an error: {bad}")
+                print(f"smoke: dashboard health check: HTTP {r.status}, {len(body)} bytes with the page's widgets, "
+                      f"{time.monotonic() - t0:.1f} s after start"); break
     except OSError as e: last = e
     time.sleep(1)
 else: raise SystemExit(f"smoke: dashboard did not answer within 240 s ({last})")
