@@ -22,7 +22,8 @@ from .state import LiveState, EVENT_KINDS
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs']
+__all__ = ['log', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs',
+           'live_summary']
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
@@ -343,6 +344,19 @@ class LiveTrader:
             if speed > 0: time.sleep(speed)
         return pd.DataFrame(self.history, columns=["session", "equity", "cash"]).set_index("session")
 
+    def finish(self, why: str = "run ended") -> list[str]:
+        """End of the run: every request of this run still waiting for a supervisor expires (nothing of a finished run
+        stays approvable) and its order is recorded expired. Returns the expired client_order_ids."""
+        from trading_lib.live.approvals import ApprovalError
+        out = []
+        ts = self.history[-1][0] if self.history else pd.Timestamp.now(tz="UTC")
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.expire(cid, self.identity, f"{why}: run {self.run_id}")
+            except ApprovalError: pass  # decided meanwhile: the ledger has the decision; the order stays as the queue says
+            o.expire(at=ts); self._save(o); out.append(cid)
+        return out
+
 # %% ../../nbs/live/22_trader.ipynb #edcd5d63
 @dataclass
 class LiveSession:
@@ -445,7 +459,9 @@ def session_report(trader: LiveTrader) -> dict:
                 approved_without_one_approval=approval_mismatch)
 
 # %% ../../nbs/live/22_trader.ipynb #1b9880c4
-def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict) -> dict:
+def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict, expired: list | None = None) -> dict:
+    """Write equity.parquet, orders.parquet, metrics.json and summary.txt of a live run to `run_dir`; returns the metrics.
+    `expired`: the client_order_ids `LiveTrader.finish` expired."""
     from trading_lib.live.audit import verify
     from trading_lib.analytics.metrics import performance_summary
     from trading_lib.research.backtest import write_json
@@ -462,6 +478,43 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
              performance=performance_summary(rets) if len(rets) > 2 else {}, orders=counts, refusals=trader.refusals,
              pending_approvals=[o.client_order_id for o in trader.orders.values() if o.state == OrderState.PENDING_APPROVAL],
              ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason),
-             reconciliation=session_report(trader))
+             reconciliation=session_report(trader),
+             activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)),
+                                           approvals_expired_at_end=len(expired or []),
+                                           approvals=_approval_counts(orders)),
+             final=dict(equity=float(history["equity"].iloc[-1]) if len(history) else None,
+                        trading_state=trader.sm.state.value, strategy=getattr(trader.strategy, "name", None)))
     write_json(run_dir / "metrics.json", m)
+    (run_dir / "summary.txt").write_text(live_summary(m))
     return m
+
+def _approval_counts(orders: list) -> dict:
+    "Approval outcomes of a run's orders: pending / approved / rejected / expired."
+    out = dict(pending=0, approved=0, rejected=0, expired=0)
+    for o in orders:
+        if o["state"] == "pending_approval": out["pending"] += 1
+        elif o.get("approved_by"): out["approved"] += 1
+        elif o["state"] == "expired": out["expired"] += 1
+        elif o["state"] == "rejected" and str(o.get("reason", "")).startswith(("supervisor:", "operator:superseded")): out["rejected"] += 1
+    return out
+
+def live_summary(m: dict) -> str:
+    "The end-of-run summary of a live job (printed by `trading-lib run live` and saved as summary.txt)."
+    r, a, f = m["run"], m["activity"], m["final"]
+    perf = m.get("performance") or {}
+    lines = [f"Live run {r['run_id']} ({r['parameters'].get('mode', '?')}, strategy {f['strategy']}): {r['sessions']} sessions "
+             f"{r['first'] and r['first'][:10]} … {r['last'] and r['last'][:10]}",
+             f"  decisions {a['decisions']}, orders {a['orders']}, filled {a['fills']}, refused by pre-trade risk {sum(m['refusals'].values())}"
+             + (f" ({', '.join(f'{k} {v}' for k, v in sorted(m['refusals'].items()))})" if m["refusals"] else ""),
+             f"  approvals: requested {a['approval_requests']} ({a['approval_requests'] / max(a['orders'], 1):.0%} of orders), "
+             f"approved {a['approvals']['approved']} (auto {a['auto_approved']}), rejected {a['approvals']['rejected']}, "
+             f"expired {a['approvals']['expired']}, pending {a['approvals']['pending']}",
+             f"  final equity {f['equity']:,.2f}" if f["equity"] is not None else "  final equity —",
+             f"  trading state {f['trading_state']}; ledger {'intact' if m['ledger']['ok'] else 'BROKEN'} ({m['ledger']['n_records']} records); "
+             f"reconciliation {'ok' if m['reconciliation']['ok'] else 'FAILED'}"]
+    if perf: lines.append(f"  CAGR {perf.get('cagr', float('nan')):.3f}  Sharpe {perf.get('sharpe', float('nan')):.3f}  max drawdown {perf.get('max_drawdown', float('nan')):.3f}")
+    if a["fills"] == 0:
+        lines += ["", "!" * 100, "WARNING: this run FILLED NOTHING. Orders waiting for a supervisor: "
+                  f"{a['approval_requests']} (approve them, or run an unattended replay with -p approvals auto); "
+                  f"refused by risk: {sum(m['refusals'].values())}.", "!" * 100]
+    return "\n".join(lines)
