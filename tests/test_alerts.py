@@ -1,10 +1,14 @@
 """Alerts reach a person: a local webhook receiver (http.server on 127.0.0.1) gets each alert once through apprise's
 json:// target taken from TRADING_ALERT_URLS; duplicates within the window are suppressed; the per-minute cap holds;
 a HALTED state written to the real live state (embedded Redis) arrives as one critical message."""
-import json, threading, time
+import json
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pandas as pd
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.live.alerts import ALERT_URLS_ENV, Alerter
 from trading_lib.live.approvals import ApprovalQueue

@@ -1,6 +1,14 @@
 """`make lab` starts JupyterLab (also as root: --allow-root is added only for uid 0) on 127.0.0.1, and the notebooks
 open on the `trading-lib` kernel: their metadata names it, it is the server's default, and a session starts it."""
-import glob, json, os, signal, socket, subprocess, sys, time, urllib.request
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

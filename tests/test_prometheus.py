@@ -1,9 +1,17 @@
 """A real Prometheus server (Debian's `prometheus`, `make prometheus`) scrapes the live job's metrics endpoint while a
 short replay runs through the real live loop, then evaluates the shipped alert rules (ops/prometheus/alerts.yml): an
 injected HALTED state and an engaged kill switch fire their alerts. Everything listens on 127.0.0.1 only."""
-import json, shutil, socket, subprocess, time, urllib.parse, urllib.request
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
+
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, MarketData, to_panel
 from trading_lib.execution.brokers import SimulatedBroker
