@@ -343,7 +343,7 @@ def synthetic_bars(n_symbols: int = 500, n_days: int = 6300, seed: int = 0) -> t
     bench = pd.Series(1000.0 * np.cumprod(1 + rm), index=times, name="benchmark")
     return bars, bench
 
-# %% ../nbs/02_features.ipynb #b5b96308
+# %% ../nbs/02_features.ipynb #718006a2
 def build_dataset(market, settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Features and labels of `market` (a `data.sources.MarketData`): (timestamp, symbol)-indexed DataFrames, per `settings` (features, models.horizons)."
     vix = market.vix if settings.features.use_vix else None

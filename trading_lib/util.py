@@ -37,7 +37,7 @@ def atomic_write_json(path, obj, fsync: bool = True) -> Path:
     os.replace(tmp, path)
     return path
 
-# %% ../nbs/00_util.ipynb #c032e290
+# %% ../nbs/00_util.ipynb #1ff24823
 def jsonable(o):
     "`o` with NumPy scalars as Python numbers, non-finite floats as None, timestamps as ISO strings (recursively)."
     import numpy as np, pandas as pd

@@ -35,7 +35,7 @@ class LiveTrader:
     def __init__(self, settings: Settings, run_id: str, market, forecasts: pd.DataFrame | None, broker, state: LiveState,
                  queue: ApprovalQueue, ledger, job: str = "live", approval_wait_seconds: float = 0.0,
                  poll_seconds: float = 0.1, circuit_breakers: bool = True, identity: str = "live-job",
-                 strategy: Strategy | None = None, auto_approve: bool = False):
+                 strategy: Strategy | None = None, auto_approve: bool = False, metrics=None, alerter=None):
         self.s, self.run_id, self.broker, self.state, self.queue, self.ledger = settings, run_id, broker, state, queue, ledger
         self.job, self.approval_wait, self.poll, self.identity = job, float(approval_wait_seconds), poll_seconds, identity
         self.close = to_panel(market.bars, "close")
@@ -54,6 +54,7 @@ class LiveTrader:
         self.policy = ApprovalPolicy(settings.approvals)
         self.auto_approve = auto_approve  # unattended replay: approvals granted as `replay:auto`, recorded in the ledger
         self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
+        self.metrics, self.alerter = metrics, alerter  # optional: Prometheus metrics and alerts (see open_session)
         self.orders: dict[str, Order] = {}  # in-flight and pending orders of this run
         self.done: dict[str, Order] = {}  # terminal orders of this process
         self.traded: set = set()
@@ -256,6 +257,10 @@ class LiveTrader:
         if self.auto_approve: self._process_approvals(ts, now)
         return True
 
+    def _timed_decide(self, t, ts, now) -> bool:
+        if self.metrics is None: return self._decide(t, ts, now)
+        with self.metrics.time_decision(): return self._decide(t, ts, now)
+
     def _record_inputs(self, ts, d):
         "Ledger records of what the decision read (the forecasts' hash, for a forecast strategy) and the target weights."
         from trading_lib.live.audit import canonical_json
@@ -308,6 +313,11 @@ class LiveTrader:
         self.state.set_last_prices(prices, ts)
         changed = self.engine.mark(ts, now, np.where(ok, row, np.nan), equity=float(acct.equity))  # the one step's marks + breakers
         self.equity = self.engine.equity; self.counts["sessions"] += 1
+        if self.metrics is not None:
+            self.metrics.set_equity(self.equity, self.sm.peak_equity, self.sm.day_start_equity); self.metrics.set_session(ts)
+            self.metrics.heartbeat()
+        if self.alerter is not None:
+            self.alerter.check_live(self.state, self.queue, self.run_id, self.s, drawdown=1 - self.equity / self.sm.peak_equity)
         self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
         if changed is not None:
             ch = self.sm.changes[-1]
@@ -325,7 +335,7 @@ class LiveTrader:
         elif bad.any():
             self._record("alert", dict(run_id=self.run_id, session=str(ts), alert="no decision this session: market data failed validation",
                                        symbols=[self.symbols[i] for i in np.flatnonzero(bad)]))
-        elif self._decide(t, ts, now) and self.approval_wait > 0:
+        elif self._timed_decide(t, ts, now) and self.approval_wait > 0:
             self._wait_for_approvals(ts, now)
         self.state.r.set(self._last_session_key, ts.isoformat())
 
@@ -355,6 +365,9 @@ class LiveTrader:
             try: self.queue.expire(cid, self.identity, f"{why}: run {self.run_id}")
             except ApprovalError: pass  # decided meanwhile: the ledger has the decision; the order stays as the queue says
             o.expire(at=ts); self._save(o); out.append(cid)
+        if self.alerter is not None:
+            fills = sum(1 for o in list(self.done.values()) + list(self.orders.values()) if o.filled_qty > 0)
+            self.alerter.run_ended(self.run_id, sessions=self.counts["sessions"], fills=fills, orders=self.counts["orders"])
         return out
 
 # %% ../../nbs/live/22_trader.ipynb #edcd5d63
@@ -368,9 +381,14 @@ class LiveSession:
     queue: ApprovalQueue
     broker: object
     state_dir: Path
+    metrics: object = None  # live.metrics.LiveMetrics (Prometheus endpoint), when enabled in settings
+    alerter: object = None  # live.alerts.Alerter (targets from TRADING_ALERT_URLS)
 
     def close(self):
         from trading_lib.live.state import close_redis
+        if self.metrics is not None: self.metrics.set_running(False)
+        if self.alerter is not None: self.alerter.flush(10)
+        if self.metrics is not None: self.metrics.stop()
         close_redis(self.redis)
 
 def open_session(settings: Settings, run_id: str, mode: str = "replay", root=None, url_override: str | None = None) -> LiveSession:
@@ -386,8 +404,12 @@ def open_session(settings: Settings, run_id: str, mode: str = "replay", root=Non
     if mode == "live" and (settings.broker.mode != "live" or not settings.broker.live_armed):
         raise BrokerConfigError("mode=live needs broker.mode=live and broker.live_armed=true in settings (two explicit flags)")
     root = Path(root) if root else project_root()
+    from trading_lib.live.metrics import LiveMetrics, MeteredLedger
+    from trading_lib.live.alerts import Alerter
     r = connect_redis(settings, appendfsync=settings.redis.appendfsync)
-    ledger = Ledger(default_ledger_path(settings))
+    metrics = LiveMetrics.from_settings(settings, run_id, mode=mode, broker="simulated" if mode == "replay" else "alpaca")
+    alerter = Alerter.from_env(settings)
+    ledger = MeteredLedger(Ledger(default_ledger_path(settings)), metrics, alerter)  # every record counted and alerted on
     state = LiveState(r, ledger=ledger)
     queue = ApprovalQueue(r, ledger, settings.approvals.expiry_seconds)
     state_dir = Path(settings.redis.embedded_dir if Path(settings.redis.embedded_dir).is_absolute() else root / settings.redis.embedded_dir).parent / "state" / run_id
@@ -398,7 +420,9 @@ def open_session(settings: Settings, run_id: str, mode: str = "replay", root=Non
             state.release_kill_switch("live-job (replay init)", "offline replay on the simulated broker: kill switch initialised")
     else:
         broker = AlpacaBroker(settings, url_override=url_override)
-    return LiveSession(settings, run_id, r, state, ledger, queue, broker, state_dir)
+    metrics.watch(state, queue, run_id=run_id, job="live")
+    metrics.serve_from_settings(settings)
+    return LiveSession(settings, run_id, r, state, ledger, queue, broker, state_dir, metrics, alerter)
 
 # %% ../../nbs/live/22_trader.ipynb #7bf63736
 def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = None, registry_root=None,
