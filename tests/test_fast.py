@@ -1,0 +1,158 @@
+"""The compiled backtest core (`trading.fast`) against the Python engine, the reference: on random panels with NaN and
+non-positive prices, halts, every kind of refusal and breaker trips, the same orders, fills, refusals, state changes
+and equity (to 1e-9; in practice bit for bit). And `CompiledPreTradeRisk` against `PreTradeRisk` on random batches."""
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from trading_lib.config import load_settings
+from trading_lib.trading.engine import run_backtest
+from trading_lib.trading.fast import CompiledPreTradeRisk, run_backtest_fast
+from trading_lib.trading.risk import PreTradeRisk, TradingState
+
+H = hsettings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+BASE = load_settings(environ={})
+
+
+def panel(rng, T, N, freq, flat, p_nan, p_bad, halt):
+    "Closes (T, N): random walks (or flat at 50 for `flat` symbols), NaN / zero / negative prices, one halted stretch."
+    C = 100 * np.exp(np.cumsum(rng.normal(0, 0.04, (T, N)), 0))
+    C[:, flat] = 50.0
+    C[rng.random((T, N)) < p_nan] = np.nan
+    bad = rng.random((T, N)) < p_bad
+    C[bad] = rng.choice([0.0, -1.0, np.inf], bad.sum())
+    if halt and T > 4:
+        i, a = rng.integers(N), rng.integers(T - 3)
+        C[a:a + rng.integers(2, 6), i] = np.nan
+    ix = pd.date_range("2023-03-01 14:30", periods=T, freq=freq, tz="UTC", name="timestamp")
+    return pd.DataFrame(C, ix, [f"S{i}" for i in range(N)])
+
+
+@st.composite
+def case(draw):
+    seed = draw(st.integers(0, 2**31 - 1)); rng = np.random.default_rng(seed)
+    T, N = draw(st.integers(2, 40)), draw(st.integers(1, 6))
+    freq = draw(st.sampled_from(["B", "D", "6h", "1min"]))  # intraday: several sessions per day (daily-loss breaker)
+    flat = rng.random(N) < draw(st.floats(0, 1))
+    close = panel(rng, T, N, freq, flat, draw(st.floats(0, 0.3)), draw(st.floats(0, 0.05)), draw(st.booleans()))
+    opn = None
+    if draw(st.booleans()):
+        opn = close * np.exp(rng.normal(0, 0.01, close.shape)); opn[rng.random(close.shape) < 0.2] = np.nan
+    grid = draw(st.booleans())  # weights from a small grid: the same order recurs (duplicate window)
+    W = rng.choice([0.0, 0.2, -0.1, 0.35], (T, N)) if grid else rng.uniform(-0.3, 0.5, (T, N))
+    W[rng.random(T) < draw(st.floats(0, 0.7))] = np.nan  # sessions without a decision
+    W[rng.random((T, N)) < 0.05] = np.nan
+    cols = list(close.columns)
+    s = BASE.replace(
+        costs__commission_bps=draw(st.sampled_from([0.0, 1.0, 3.0])), costs__slippage_bps=draw(st.sampled_from([0.0, 5.0])),
+        execution__min_order_notional=draw(st.sampled_from([0.0, 100.0, 20_000.0])),
+        risk__max_order_notional=draw(st.sampled_from([500_000.0, 150_000.0, 40_000.0])),
+        risk__max_order_qty=draw(st.sampled_from([1_000_000.0, 2_000.0])),
+        risk__max_position_weight=draw(st.sampled_from([0.30, 0.2, 0.5])),
+        risk__max_gross_exposure=draw(st.sampled_from([1.05, 0.6, 2.0])),
+        risk__max_net_exposure=draw(st.sampled_from([1.05, 0.4])),
+        risk__max_price_age_seconds=draw(st.sampled_from([172_800.0, 3_600.0, 30.0])),
+        risk__duplicate_window_seconds=draw(st.sampled_from([0.0, 60.0, 864_000.0])),
+        risk__max_orders_per_minute=draw(st.sampled_from([600, 3, 1])),
+        risk__restricted_symbols=[c for c in cols if rng.random() < 0.15],
+        risk__daily_loss_limit_pct=draw(st.sampled_from([0.05, 0.01])),
+        risk__max_drawdown_pct=draw(st.sampled_from([0.25, 0.03])),
+        risk__breach_action=draw(st.sampled_from(["halt", "reduce"])))
+    start = close.index[draw(st.integers(0, T - 1))] if draw(st.booleans()) else None
+    return close, pd.DataFrame(W, close.index, cols), opn, s, draw(st.booleans()), start
+
+
+def same(a, b):
+    np.testing.assert_allclose(b.equity.to_numpy(), a.equity.to_numpy(), rtol=1e-9, atol=0)
+    assert b.equity.index.equals(a.equity.index)
+    np.testing.assert_allclose(b.weights.to_numpy(), a.weights.to_numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.traded_notional.to_numpy(), a.traded_notional.to_numpy(), rtol=1e-9, atol=0)
+    np.testing.assert_allclose(b.commission.to_numpy(), a.commission.to_numpy(), rtol=1e-9, atol=0)
+    np.testing.assert_array_equal(b.targets.to_numpy(), a.targets.to_numpy())
+    assert (b.n_orders, b.n_fills) == (a.n_orders, a.n_fills)
+    assert b.refusals == a.refusals
+    assert len(b.orders) == len(a.orders)
+    if len(a.orders):
+        assert b.orders["timestamp"].tolist() == a.orders["timestamp"].tolist()
+        assert b.orders["symbol"].tolist() == a.orders["symbol"].tolist()
+        np.testing.assert_allclose(b.orders["qty"].to_numpy(float), a.orders["qty"].to_numpy(float), rtol=1e-9, atol=0)
+    assert [(c.timestamp, c.old, c.new, c.who, c.reason) for c in b.state_changes] == \
+           [(c.timestamp, c.old, c.new, c.who, c.reason) for c in a.state_changes]
+
+
+SEEN = {}
+
+
+@H
+@given(case())
+def test_fast_backtest_equals_engine(c):
+    close, W, opn, s, breakers, start = c
+    a = run_backtest(close, W, s, open=opn, circuit_breakers=breakers, start=start)
+    b = run_backtest_fast(close, W, s, open=opn, circuit_breakers=breakers, start=start)
+    same(a, b)
+    for k in list(a.refusals) + [f"state:{x.new.value}" for x in a.state_changes]: SEEN[k] = SEEN.get(k, 0) + 1
+
+
+def test_random_cases_cover_the_refusals():
+    """The random panels above reach these refusals and the HALTED breaker (the constructed case below adds duplicates,
+    REDUCING and REDUCING_ONLY, the next one NET_EXPOSURE). BAD_REFERENCE_PRICE cannot occur in a backtest: a symbol without a valid price gets a
+    NaN quantity, refused first as BAD_QUANTITY."""
+    need = {"HALTED", "BAD_QUANTITY", "RESTRICTED_SYMBOL", "STALE_PRICE", "MAX_ORDER_QTY", "MAX_ORDER_NOTIONAL",
+            "MAX_POSITION_WEIGHT", "GROSS_EXPOSURE", "RATE_LIMIT", "state:HALTED"}
+    if not SEEN: test_fast_backtest_equals_engine()
+    assert need <= set(SEEN), f"never produced: {sorted(need - set(SEEN))}"
+
+
+def test_duplicate_and_reducing():
+    """A flat book with no costs: the buy of day 0 recurs exactly on day 3 (refused as a duplicate within 10 days); B's
+    fall on day 5 draws down 5 % > 3 %: REDUCING, where buys are refused and the sale of day 6 passes."""
+    s = BASE.replace(risk__max_drawdown_pct=0.03, risk__breach_action="reduce", risk__duplicate_window_seconds=864_000.0,
+                     costs__commission_bps=0.0, costs__slippage_bps=0.0)
+    ix = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC", name="timestamp")
+    close = pd.DataFrame({"A": 100.0, "B": [50, 50, 50, 50, 50, 40, 40, 40.0]}, ix)
+    n = np.nan
+    W = pd.DataFrame({"A": [.25, n, 0, .25, n, .25, 0, n], "B": [.25, n, .25, .25, n, .5, .1, n]}, ix)
+    a = run_backtest(close, W, s, circuit_breakers=True)
+    b = run_backtest_fast(close, W, s, circuit_breakers=True)
+    same(a, b)
+    assert b.refusals == {"DUPLICATE_ORDER": 1, "REDUCING_ONLY": 2}
+    assert [(c.timestamp, c.new.value) for c in b.state_changes] == [(ix[5], "REDUCING")]
+    assert b.orders["qty"].tolist() == [2500.0, 5000.0, -2500.0, -2625.0]
+
+
+@hsettings(max_examples=150, deadline=None, derandomize=True)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 8), st.sampled_from([0.0, 60.0, 600.0]), st.integers(1, 12),
+       st.sampled_from(list(TradingState)))
+def test_compiled_check_equals_pretrade_risk(seed, N, dup, opm, state):
+    "Batches with repeated symbols and quantities, at repeated and advancing times: the same codes, call after call."
+    rng = np.random.default_rng(seed)
+    lim = BASE.risk.model_copy(update=dict(duplicate_window_seconds=dup, max_orders_per_minute=opm,
+                                           max_order_notional=30_000.0, max_gross_exposure=0.8, max_net_exposure=0.5,
+                                           restricted_symbols=["S0"] if rng.random() < 0.3 else []))
+    syms = [f"S{i}" for i in range(N)]
+    ref, fast = PreTradeRisk(lim, syms), CompiledPreTradeRisk(lim, syms)
+    now = 0.0
+    for _ in range(6):
+        now += float(rng.choice([0.0, 10.0, 59.0, 61.0, 700.0]))
+        k = int(rng.integers(0, 10))
+        s = rng.integers(0, N, k); q = rng.choice([-100.0, -3.0, 0.0, 3.0, 100.0, 5000.0, np.nan], k)
+        px = rng.choice([np.nan, 0.0, 20.0, 80.0], N); pos = rng.choice([0.0, 50.0, -50.0], N)
+        work = rng.choice([0.0, 10.0], N); pt = now - rng.choice([0.0, 1e6], N)
+        eq = float(rng.choice([1e5, 1e6, -1.0, np.nan], p=[0.45, 0.45, 0.05, 0.05]))
+        a = ref.check(now, s, q, px, pos, eq, open_qty=work, price_time=pt, state=state)
+        b = fast.check(now, s, q, px, pos, eq, open_qty=work, price_time=pt, state=state)
+        np.testing.assert_array_equal(b, a)
+
+
+def test_net_exposure():
+    "Net limit 40 %, gross 200 %: three 25 % longs and a 20 % short, checked in order: longs beyond the net limit are refused."
+    s = BASE.replace(risk__max_net_exposure=0.4, risk__max_gross_exposure=2.0)
+    ix = pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC", name="timestamp")
+    close = pd.DataFrame({"A": 100.0, "B": 50.0, "C": 20.0, "D": 10.0}, ix)
+    W = pd.DataFrame([[.25, .25, .25, -.2]] * 3, ix, close.columns)
+    a, b = run_backtest(close, W, s), run_backtest_fast(close, W, s)
+    same(a, b)
+    assert b.refusals == {"NET_EXPOSURE": 4}
+    assert b.orders["symbol"].tolist()[:2] == ["A", "D"]  # day 0: A passes, B and C would take the net past 40 %, D passes
