@@ -199,6 +199,12 @@ def main(argv=None) -> int:
     """Entry point of the `trading-lib` command. Outside a project (no settings.ini here or above) a command refuses
     with exit code 2; when the reader of its output goes away (`trading-lib ... | head`) it stops quietly with 141
     (128 + SIGPIPE, as a killed `cat` would)."""
+    try: return _main(argv)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
+
+def _main(argv) -> int:
     _load_plugins()
     from trading_lib.data import sources as data_sources; register_command("data", data_sources.add_args, data_sources.handler)
     ap = argparse.ArgumentParser(prog="trading-lib", description="trading_lib jobs and supervision")
@@ -206,10 +212,8 @@ def main(argv=None) -> int:
     for name, (add, handler) in _COMMANDS.items():
         p = sub.add_parser(name); add(p); p.set_defaults(_handler=handler)
     a = ap.parse_args(argv)
-    try:
-        rc = a._handler(a); sys.stdout.flush(); return rc
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        return 141
+    try: rc = a._handler(a)
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr); return 2
+    sys.stdout.flush()
+    return rc

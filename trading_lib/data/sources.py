@@ -390,10 +390,10 @@ def check_bar(symbols, timestamp, close_row, last_close, settings=None, corporat
     ca = np.isin(syms, [str(s) for s in corporate_actions])
     near, fname, dist = split_factor_near(ratio, d.split_tolerance)
     flag(near & ~ca, "split ratio", "close", lambda i: float(row[i]),
-         lambda i: _split_detail(ratio[i], fname[i], dist[i], d.split_tolerance) + f" (last valid close {last[i]!r})")
+         lambda i: _split_detail(ratio[i], fname[i], dist[i], d.split_tolerance) + f" (last valid close {float(last[i])!r})")
     move = np.abs(np.nan_to_num(ratio - 1, nan=0.0))
     flag((move > d.max_abs_return) & ~ca, "one-bar move", "close", lambda i: float(row[i]),
-         lambda i: f"|close_t/close_(t-1) - 1| = {move[i]:.4f} > max_abs_return={d.max_abs_return} (last valid close {last[i]!r})")
+         lambda i: f"|close_t/close_(t-1) - 1| = {move[i]:.4f} > max_abs_return={d.max_abs_return} (last valid close {float(last[i])!r})")
     if unchanged is not None and d.max_frozen_sessions:
         run = np.where(present & (row == last), np.asarray(unchanged) + 1, 0)
         flag(run > d.max_frozen_sessions, "frozen price", "close", lambda i: float(row[i]),
@@ -515,6 +515,8 @@ _META = b"trading_lib"
 
 def _write_parquet(df: pd.DataFrame, path: Path, meta: dict):
     import pyarrow as pa, pyarrow.parquet as pq
+    if "corporate_actions" in df.attrs:  # kept in our own metadata (as strings), not in pandas' attrs copy
+        df = df.copy(deep=False); df.attrs = {k: v for k, v in df.attrs.items() if k != "corporate_actions"}
     table = pa.Table.from_pandas(df, preserve_index=True)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META: json.dumps(meta, default=str).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
