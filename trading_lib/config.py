@@ -349,8 +349,13 @@ def load_settings(path: str | Path | None = None, environ=None, origins: dict | 
         msgs = []
         for err in e.errors():
             sec, key = (list(map(str, err["loc"])) + ["", ""])[:2]
-            src = where.get((sec, key)) or (f"[{sec}]" if sec else str(path))
             msg = err["msg"].removeprefix("Value error, ")
+            src = where.get((sec, key))
+            if src is None and sec and not key:  # a rule across keys of one section: name the origins of the keys it names
+                src = ", ".join(f"{k} from {w}" for (s_, k), w in where.items() if s_ == sec and re.search(rf"\b{k}\b", msg)) or f"[{sec}]"
+            if src is None and not sec:  # a cross-section rule: name the origins of the section.key it mentions
+                src = ", ".join(f"{s_}.{k} from {w}" for (s_, k), w in where.items() if f"{s_}.{k}" in msg) or None
+            src = src or str(path)
             msgs.append(f"{src}: [{sec}] {key}: {msg} (got {err.get('input')!r})" if key else f"{src}: {msg}")
         raise SettingsError(f"{path}: " + "; ".join(msgs)) from None
 
