@@ -125,7 +125,7 @@ def test_start_after_end_fails_at_once(project_copy, monkeypatch, capsys):
 
 def test_unknown_model_fails_before_any_data_loads(project_copy, monkeypatch, capsys):
     rc, err = _main(["run", "train", "-p", "models", "[lightgbm, nosuch]", "--no-progress"], project_copy, monkeypatch, capsys)
-    assert rc == 2 and "-p models: unknown model(s) ['nosuch'] (known: " in err and "lightgbm" in err, err
+    assert rc == 2 and "-p models: unknown forecaster 'nosuch' (known: " in err and "lightgbm" in err, err
     assert not (project_copy / "runs").exists()
 
 

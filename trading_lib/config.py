@@ -11,10 +11,10 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
-           'CostSettings', 'RiskSettings', 'ExecutionSettings', 'ApprovalSettings', 'BrokerSettings', 'RedisSettings',
-           'DashboardSettings', 'is_loopback', 'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root',
-           'check_run_id', 'load_settings']
+__all__ = ['PARAMETER_KEYS', 'DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings',
+           'PortfolioSettings', 'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings',
+           'ApprovalSettings', 'BrokerSettings', 'RedisSettings', 'DashboardSettings', 'is_loopback', 'Settings',
+           'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'check_run_id', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -157,9 +157,13 @@ class ExecutionSettings(_Section):
     initial_cash: float = Field(1_000_000, gt=0)
     min_order_notional: float = Field(100, ge=0)
 
+class StrategySettings(_Section):
+    "The decision rule every job runs: a built-in name (forecast | equal_weight | buy_and_hold) or module:Class."
+    name: str = "forecast"
+
 class ApprovalSettings(_Section):
-    max_notional: float = Field(250_000, gt=0)
-    max_weight_change: float = Field(0.15, gt=0)
+    max_notional: float = Field(400_000, gt=0)
+    max_weight_change: float = Field(0.25, gt=0)
     min_confidence: float = Field(0.05, ge=0, le=1)
     first_trade_requires_approval: bool = False
     expiry_seconds: float = Field(3600, gt=0)
@@ -205,6 +209,7 @@ class Settings(_Section):
     features: FeatureSettings = FeatureSettings()
     models: ModelSettings = ModelSettings()
     walk_forward: WalkForwardSettings = WalkForwardSettings()
+    strategy: StrategySettings = StrategySettings()
     portfolio: PortfolioSettings = PortfolioSettings()
     costs: CostSettings = CostSettings()
     risk: RiskSettings = RiskSettings()
@@ -265,6 +270,17 @@ def project_root(start: Path | str | None = None) -> Path:
         if (p / "settings.ini").is_file(): return p
     raise SettingsError(f"not inside a trading_lib project: no settings.ini in {c} or any folder above it; "
                         f"run the command from the project folder (the one holding settings.ini)")
+
+PARAMETER_KEYS = {  # short names of the scheduled jobs' parameters → the settings key each one overrides
+    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "device": "models__device",
+    "lstm_epochs": "models__lstm_epochs", "lstm_hidden": "models__lstm_hidden", "lstm_lookback": "models__lstm_lookback",
+    "lgbm_n_estimators": "models__lgbm_n_estimators", "symbols": "universe__symbols", "start": "data__start",
+    "end": "data__end", "source": "data__source", "test_start": "walk_forward__test_start",
+    "retrain_months": "walk_forward__retrain_months", "embargo_days": "walk_forward__embargo_days",
+    "method": "portfolio__method", "top_k": "portfolio__top_k", "max_weight": "portfolio__max_weight",
+    "rebalance": "portfolio__rebalance", "signal_horizon": "portfolio__signal_horizon",
+    "commission_bps": "costs__commission_bps", "slippage_bps": "costs__slippage_bps",
+}
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 

@@ -8,11 +8,11 @@ import argparse, json, os, re, secrets as _secrets, stat, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 import yaml
-from .config import SettingsError, check_run_id, load_settings, project_root
+from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, project_root
 
 # %% auto #0
-__all__ = ['JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'known_model_names', 'check_parameters', 'run_job',
-           'latest_run', 'register_command', 'main']
+__all__ = ['JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
+           'register_command', 'main']
 
 # %% ../nbs/25_jobs.ipynb #4c52fbcc
 class JobFailed(RuntimeError):
@@ -49,15 +49,12 @@ class ParameterError(ValueError):
 
 _DATE_PARAMS = ("start", "end", "test_start")
 
-def known_model_names() -> set[str]:
-    """Forecaster names a job may ask for: `trading_lib.models.factory.known_models()` where that module exists,
-    otherwise the names `trading_lib.models.base.make_forecaster` knows (imported lazily: it loads torch)."""
-    import importlib
-    try: return set(importlib.import_module("trading_lib.models.factory").known_models())
-    except ModuleNotFoundError as e:
-        if e.name != "trading_lib.models.factory": raise
-    from trading_lib.models.base import FORECASTERS, ZOO_MODELS
-    return set(FORECASTERS) | set(ZOO_MODELS)
+def _check_models(names, root) -> None:
+    "Each model name through `trading_lib.models.factory.check_model_name` (imported lazily: it loads torch)."
+    from trading_lib.models.factory import check_model_name
+    for n in names:
+        try: check_model_name(n, root)
+        except (ValueError, ImportError, AttributeError, TypeError) as e: raise ParameterError(f"-p models: {e}") from None
 
 def _as_date(name, v, origin):
     from datetime import date
@@ -66,10 +63,11 @@ def _as_date(name, v, origin):
     try: return date.fromisoformat(v.strip())
     except ValueError as e: raise ParameterError(f"{origin}: {v!r} is not a date ({e})") from None
 
-def check_parameters(job: str, parameters: dict, declared: dict, environ=None, settings_path=None) -> dict:
+def check_parameters(job: str, parameters: dict, declared: dict, environ=None, settings_path=None, root=None) -> dict:
     """Check `parameters` (from `-p`) of `job` against `declared` (papermill's `inspect_notebook`: name → inferred type
     and default) before anything runs; returns the parameters with YAML-number values of `str` parameters turned
-    back into strings. Raises `ParameterError` (a ValueError) naming the parameter and the origin of the value."""
+    back into strings. Raises `ParameterError` (a ValueError) naming the parameter and the origin of the value.
+    `root`: the project root, for `module:Class` model names."""
     out = dict(parameters)
     for k, v in parameters.items():
         if v is None: continue
@@ -96,10 +94,7 @@ def check_parameters(job: str, parameters: dict, declared: dict, environ=None, s
     if out.get("run_id") is not None: check_run_id(out["run_id"], "-p run_id")
     if out.get("models") is not None:
         names = out["models"] if isinstance(out["models"], list) else [s.strip() for s in str(out["models"]).split(",")]
-        specs = [n for n in map(str, names) if ":" not in n]  # module:Class specs are loaded by the job itself
-        unknown = sorted(set(specs) - known_model_names()) if specs else []
-        if unknown: raise ParameterError(f"-p models: unknown model(s) {unknown} (known: {', '.join(sorted(known_model_names()))})")
-    from trading_lib.research.pipeline import PARAMETER_KEYS
+        _check_models([str(n) for n in names if str(n)], root)
     over, origins = {}, {}
     for k, v in out.items():
         if v is None or k not in PARAMETER_KEYS: continue
@@ -131,7 +126,7 @@ def run_job(job: str, parameters: dict | None = None, root: str | Path | None = 
     info = pm.inspect_notebook(str(nb)); declared = set(info)
     unknown = sorted(set(parameters) - declared)
     if unknown: raise ValueError(f"job {job!r} has no parameters {unknown} (it declares: {', '.join(sorted(declared))})")
-    parameters = check_parameters(job, parameters, info, settings_path=root / "settings.ini")  # before any data loads
+    parameters = check_parameters(job, parameters, info, settings_path=root / "settings.ini", root=root)  # before any data loads
     runs = Path(runs_dir) if runs_dir else root / "runs"
     run_dir = runs / job / new_run_id()
     run_dir.mkdir(parents=True, exist_ok=False)
