@@ -1,10 +1,17 @@
 """The data gate (issue 16, items 8-10): unadjusted splits, frozen prices, bars after the session clock, off-stamp and
 naive timestamps, symbols missing under `universe = all`, the one-session rule for the live loop, and
 `trading-lib data check` on a user's own file. Real data: arch's S&P 500 / NASDAQ OHLCV and skfolio's 20 stocks."""
-import os, shutil, subprocess, sys, time, warnings
+import os
+import shutil
+import subprocess
+import sys
+import warnings
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data import sources as S
 from trading_lib.data.sources import DataValidationError, EmbeddedSource, ParquetStore, load_market, validate_bars

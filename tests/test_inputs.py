@@ -1,9 +1,15 @@
 """Settings, job parameters and command-line inputs (issue 16, items 11 and 11b): every bad input is refused at once
 with a message that names the value and where it came from; nothing writes outside runs/; no tracebacks."""
-import os, shutil, subprocess, sys, time
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import pandas as pd
 import pytest
+
 from trading_lib.config import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
