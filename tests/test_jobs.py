@@ -65,9 +65,9 @@ def test_backtest_outputs(train_runs):
 
 
 def test_failing_cell_is_named(project_copy, capsys):
-    with pytest.raises(JobFailed) as e:
-        run_job("train", dict(SMALL, models=["no_such_model"]), root=project_copy, progress=False)
-    assert "failed in cell" in str(e.value) and "no_such_model" in str(e.value)
+    with pytest.raises(JobFailed) as e:  # (an unknown model no longer gets this far: it is refused before the kernel starts)
+        run_job("train", dict(SMALL, symbols=["NO_SUCH_SYMBOL"]), root=project_copy, progress=False)
+    assert "failed in cell" in str(e.value) and "NO_SUCH_SYMBOL" in str(e.value)
     assert (e.value.run_dir / "train.ipynb").exists() and (e.value.run_dir / "error.json").exists()
 
 
@@ -75,7 +75,8 @@ def test_cli_exit_codes(project_copy, monkeypatch):
     monkeypatch.chdir(project_copy)
     assert main(["run", "nope"]) == 2
     assert main(["run", "train", "-p", "alpaca_secret_key", "x"]) == 2
-    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 1
+    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 2  # refused before the kernel
+    assert main(["run", "train", "-p", "symbols", "[NO_SUCH_SYMBOL]", "--no-progress"]) == 1  # a failing cell
 
 
 def test_default_replay_trades_and_asks_a_supervisor_about_a_minority(train_runs, monkeypatch, capsys):
