@@ -40,19 +40,22 @@ def test_daily_loss_limit_fires_on_the_first_losing_session_of_2022(close_2022):
     pd.testing.assert_series_equal(res.equity[:first], free[:first])  # the same path up to the halt
 
 
+END = "2022-05-31"  # the reference run halts in April 2022
+
+
 def _halt_session(led, run_id):
     ch = [r.payload for r in led.records(kind="state") if r.payload.get("to") == "HALTED"]
     return ch[0]["reason"] if ch else None
 
 
 def _replay(tmp, run_id, stops, wipe_redis_breakers=False):
-    "Replay 2022 with a 6 % drawdown limit, restarting (a new trader, as a new process would) at each date in `stops`."
+    "Replay Jan-May 2022 with a 6 % drawdown limit, restarting (a new trader, as a new process would) at each date in `stops`."
     s = settings_for(tmp, risk__max_drawdown_pct=0.06, risk__daily_loss_limit_pct=0.5, portfolio__rebalance="W")
     md, fc, _ = market_and_forecasts("2021-11-01", "2022-12-31")
     r, st, led, q, b = open_all(tmp, s)
     try:
         halted_at, eq = None, None
-        for end in [*stops, "2022-12-31"]:
+        for end in [*stops, END]:
             if wipe_redis_breakers:
                 for k in r.scan_iter("tl:live:*:breakers"): r.delete(k)  # Redis lost it: the ledger still has it
             tr = LiveTrader(s, run_id, md, fc, b, st, q, led, circuit_breakers=True)
@@ -65,9 +68,14 @@ def _replay(tmp, run_id, stops, wipe_redis_breakers=False):
         close_redis(r, shutdown=True)
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return _replay(tmp_path_factory.mktemp("ref"), "dd", [])
+
+
 @pytest.mark.parametrize("wipe", [False, True], ids=["redis", "ledger"])
-def test_resumed_run_halts_on_the_same_session_as_an_uninterrupted_one(tmp_path, wipe):
-    ref_halt, ref_eq, ref_reason, ref_orders = _replay(tmp_path / "ref", "dd", [])
+def test_resumed_run_halts_on_the_same_session_as_an_uninterrupted_one(tmp_path, wipe, reference):
+    ref_halt, ref_eq, ref_reason, ref_orders = reference
     assert ref_halt is not None and "drawdown" in ref_reason
     # stop the job on the session before the halt: the peak lies behind it
     stop = ref_eq.index[ref_eq.index.get_loc(ref_halt) - 1]
