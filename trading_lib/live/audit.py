@@ -472,9 +472,13 @@ def verify_against_last_head(ledger_path: str | Path, runs_dir: str | Path) -> V
     With no recorded head (a first run) only the chain is checked."""
     path = Path(ledger_path)
     heads = recorded_heads(path, runs_dir)
+    if not path.exists():
+        if not heads: return VerifyResult(True, 0)  # the first run: no ledger yet, nothing recorded
+        seq, h, m = heads[-1]
+        raise LedgerHeadMismatch(f"audit ledger {path} does not exist but run {m.parent.name} recorded head {seq}:{h[:12]}… "
+                                 f"({m}): the ledger was removed; not trading")
     v = verify(path)
-    if not v.ok and not (v.reason.endswith("no such ledger") and heads):
-        raise LedgerCorrupt(f"audit ledger {path}: {v.reason}; not trading")
+    if not v.ok: raise LedgerCorrupt(f"audit ledger {path}: {v.reason}; not trading")
     if not heads: return v
     seq, h, m = heads[-1]
     if seq > v.head[0]:
