@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_live import SYMS, market_and_forecasts, open_all, settings_for  # noqa: E402
+from test_live import SYMS, market_and_forecasts, open_all, settings_for
 
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, to_panel

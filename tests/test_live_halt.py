@@ -10,12 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_live import SYMS, market_and_forecasts  # noqa: E402
+from test_live import SYMS, market_and_forecasts
 
 from trading_lib.jobs import main
 from trading_lib.live.audit import Ledger, verify

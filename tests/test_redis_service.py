@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from trading_lib.config import load_settings
 from trading_lib.jobs import main
@@ -115,7 +114,7 @@ def test_orphan_of_a_killed_job_is_reused_and_never_duplicated(tmp_path, monkeyp
     d = tmp_path / "redis"
     monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", str(d))
     monkeypatch.delenv("REDIS_URL", raising=False)
-    p = subprocess.run([sys.executable, "-c", ORPHAN.format(d=str(d))], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", ORPHAN.format(d=str(d))], capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == -signal.SIGKILL, p.stderr
     pid, owner = p.stdout.split()
     pid = int(pid)

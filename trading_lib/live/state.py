@@ -64,7 +64,7 @@ class EmbeddedRedis:
     def take_lease(self):
         "Hold the server for this process (shared `flock` on `users.lock`): `stop_embedded` refuses while any holds it."
         if self.lease is None:
-            f = open(self.dir / "users.lock", "a+b")
+            f = open(self.dir / "users.lock", "a+b")  # noqa: SIM115 - held open for as long as the process uses the server
             fcntl.flock(f.fileno(), fcntl.LOCK_SH)
             self.lease = f
         return self
@@ -171,7 +171,7 @@ def _identify(sock: str, d: Path) -> dict:
     finally: c.close()
     if Path(cfg.get("dir", "")).resolve() != d:
         raise StateUnavailable(f"embedded redis under {d}: the server on {sock} (pid {pid}) serves {cfg.get('dir')!r}, not this directory")
-    return dict(pid=pid, appendonly=cfg.get("appendonly"), appendfsync=cfg.get("appendfsync"))
+    return {"pid": pid, "appendonly": cfg.get("appendonly"), "appendfsync": cfg.get("appendfsync")}
 
 def _write_record(d: Path, rec: dict):
     tmp = d / "server.json.tmp"; tmp.write_text(json.dumps(rec, sort_keys=True)); os.replace(tmp, d / "server.json")
@@ -198,7 +198,7 @@ def _attach(d: Path, appendfsync: str | None) -> EmbeddedRedis | None:
         if real["appendonly"] != "yes": raise StateUnavailable(f"embedded redis under {d} (pid {real['pid']}) runs without its AOF")
         if info.get("pid") != real["pid"] or info.get("socket") != sock:
             log.warning(f"embedded redis {d}: server record named pid {info.get('pid')}; adopting the running server pid {real['pid']}")
-            info = dict(pid=real["pid"], socket=sock, appendfsync=real["appendfsync"], adopted=True)
+            info = {"pid": real["pid"], "socket": sock, "appendfsync": real["appendfsync"], "adopted": True}
             _write_record(d, info)
         if appendfsync is not None and _FSYNC_RANK[appendfsync] > _FSYNC_RANK.get(real["appendfsync"], 0):
             c = redis.Redis(unix_socket_path=sock, **_no_retry_kwargs(2.0, 1.0))
@@ -233,7 +233,7 @@ def _spawn(d: Path, appendfsync: str, start_timeout: float) -> EmbeddedRedis:
         if proc.poll() is None: proc.kill(); proc.wait(5)
         raise StateUnavailable(f"embedded redis under {d} did not start within {start_timeout} s: " + " | ".join(tail))
     _write_record(d, {"pid": proc.pid, "socket": sock, "appendfsync": appendfsync, "started_by": os.getpid(),
-                      "started_at": datetime.now(timezone.utc).isoformat()})
+                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return EmbeddedRedis(d, sock, proc.pid, True, proc)
 
 def start_embedded(dir: str | Path, appendfsync: str = "always", start_timeout: float = 10.0, lease: bool = False) -> EmbeddedRedis:
@@ -271,7 +271,8 @@ def embedded_status(dir: str | Path) -> dict:
     `appendfsync`, `clients` (connections now), `in_use` (a process holds it), `record` ('ok' | 'missing' |
     'stale: pid N gone' | 'wrong: names pid N, server is pid M'), `dir`."""
     d = Path(dir).resolve()
-    out = dict(dir=str(d), running=False, pid=None, socket=None, appendfsync=None, clients=0, in_use=False, record="missing")
+    out = {"dir": str(d), "running": False, "pid": None, "socket": None, "appendfsync": None, "clients": 0, "in_use": False,
+           "record": "missing"}
     if not d.exists(): return out
     info = _read_record(d)
     cands = [info["socket"]] if isinstance(info.get("socket"), str) and _ping(info["socket"]) else \
@@ -346,6 +347,7 @@ def redis_command(a) -> int:
     """`trading-lib redis ...`. Exit codes: 0 done / running; 1 status: not running, stop: refused (in use);
     2 bad setup (`REDIS_URL` is set: no embedded server is used); 3 the server cannot be started or reached."""
     import sys
+
     from trading_lib.config import load_settings
     try:
         s = load_settings()

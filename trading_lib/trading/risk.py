@@ -208,13 +208,13 @@ class TradingStateMachine:
         the audit ledger keeps them."""
         f = lambda x: float(x) if np.isfinite(x) else None
         day = self._day.isoformat() if hasattr(self._day, "isoformat") else self._day
-        return dict(state=self.state.value, peak_equity=f(self.peak_equity), day_start_equity=f(self.day_start_equity),
-                    last_equity=f(self.last_equity), day=day)
+        return {"state": self.state.value, "peak_equity": f(self.peak_equity), "day_start_equity": f(self.day_start_equity),
+                "last_equity": f(self.last_equity), "day": day}
 
-    def restore(self, d: dict) -> "TradingStateMachine":
-        "Load a `snapshot()` (e.g. after a restart); ValueError naming the field and value when it does not fit."
+    def restore(self, d: dict) -> TradingStateMachine:
+        "Load a `snapshot()` (e.g. after a restart); TypeError for a non-dict, ValueError naming the field and value that does not fit."
         import datetime as _dt
-        if not isinstance(d, dict): raise ValueError(f"breaker snapshot must be a dict, got {type(d).__name__}")
+        if not isinstance(d, dict): raise TypeError(f"breaker snapshot must be a dict, got {type(d).__name__}")
         missing = {"state", "peak_equity", "day_start_equity", "last_equity", "day"} - set(d)
         if missing: raise ValueError(f"breaker snapshot: missing field(s) {sorted(missing)}")
         try: state = TradingState(d["state"])
