@@ -106,12 +106,24 @@ class LiveTrader:
             else: self.done[cid] = o
         return known, {k: v for k, v in pos.items() if abs(v) > 1e-9}
 
+    def _drop_lost_requests(self):
+        """Issue 16.4: Redis died between the ledger's `pending_approval` record and the queue's request, so no person
+        can ever decide the order: it is recorded expired (`supervisor:approval_request_lost`); the next decision re-plans."""
+        from trading_lib.live.approvals import ApprovalError
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.get(cid)
+            except ApprovalError:
+                o.expire("supervisor:approval_request_lost", at=o.created_at)
+                self._record("order", dict(order=o.to_dict(), action="approval_request_lost")); self._save(o)
+
     def start(self) -> pd.Timestamp | None:
         """Reconcile with the broker before trading; returns the last completed session (None on a first start).
         Raises `ReconcileError` (and records it) when the broker disagrees: the job must not trade."""
         if self.state.trading_state() is None:
             self.state.set_trading_state(TradingState.ACTIVE, self.identity, f"first start of run {self.run_id}")
         self.orders, known_pos = self._restore()
+        self._drop_lost_requests()  # issue 16.4
         rep = reconcile(self.broker, self.orders, known_pos)
         self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary()), "alert" if not rep.ok else "state")
         for o in list(self.orders.values()): self._save(o)
