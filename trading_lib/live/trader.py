@@ -369,16 +369,20 @@ class LiveTrader:
             self._process_approvals(ts, now)
 
     def _session_gate(self, ts, row) -> np.ndarray:
-        """Validate the session's bars as they arrive (the load-time gate's rules for one bar): a price that is
-        infinite or ≤ 0, or a one-bar move beyond `data.max_abs_return` from the last valid price, is refused —
-        recorded as an alert naming symbol, timestamp, field and value — and never used. (N,) bool of refused symbols."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            move = np.abs(row / self.last_price - 1)
-        present = ~np.isnan(row)
-        bad = present & (~np.isfinite(row) | (row <= 0) | (np.isfinite(self.last_price) & (move > self.s.data.max_abs_return)))
-        for i in np.flatnonzero(bad):
-            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", symbol=self.symbols[i], timestamp=str(ts),
-                                       field="close", value=str(row[i]), last_valid=float(np.nan_to_num(self.last_price[i]))))
+        """Validate the session's bars as they arrive with the load-time gate's one-bar rules (`data.sources.check_bar`:
+        non-positive or non-finite price, a move beyond `data.max_abs_return`, a ratio near a split factor, a bar dated
+        after the clock, an off-stamp or naive timestamp, a price frozen too long). A refused bar is recorded as an alert
+        naming symbol, timestamp, field, value and rule, and never used: not priced, not filled, no decision. (N,) bool."""
+        from trading_lib.data.sources import check_bar
+        if not hasattr(self, "_unchanged"): self._unchanged = np.zeros(len(self.symbols), dtype=np.int64)
+        bad, problems = check_bar(self.symbols, ts, row, self.last_price, self.s, now=pd.Timestamp.now(tz="UTC"),
+                                  unchanged=self._unchanged)
+        for p in problems:
+            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", check=p.check, symbol=p.symbol,
+                                       timestamp=str(ts), field=p.field, value=str(p.value), detail=p.detail))
+        ok = ~bad & np.isfinite(row)
+        same = ok & np.isfinite(self.last_price) & (row == self.last_price)
+        self._unchanged = np.where(same, self._unchanged + 1, np.where(ok, 0, self._unchanged))
         return bad
 
     def step(self, t: int):
