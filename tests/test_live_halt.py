@@ -84,7 +84,8 @@ def test_redis_dies_mid_session_halts_with_exit_3_then_resumes(project, capfd):
     assert verify(led_path).ok
     recs = list(Ledger(led_path).records())
     assert len(recs) > n_before
-    broker = json.loads((project / "runs" / "live" / "state" / "r1" / "broker.json").read_text())
+    from trading_lib.execution.brokers import SimulatedBroker
+    broker = SimulatedBroker.open(project / "runs" / "live" / "state" / "r1" / "broker.json").to_dict()
     sent = [r.payload["order"]["client_order_id"] for r in recs if r.kind == "order" and r.payload.get("action") == "send"]
     assert len(sent) == len(set(sent))  # nothing sent twice
     assert set(broker["orders"]) == set(sent)  # every order the ledger sent, the broker has, and no other
