@@ -143,8 +143,8 @@ def weights_from_scores(scores: pd.DataFrame, settings: Settings, close: pd.Data
         if close is None: raise ValueError(f"portfolio.method={m!r} (vol_target_enabled={p.vol_target_enabled}) needs past prices: pass close=")
         if list(close.columns) != list(scores.columns): raise ValueError("close must have the scores' columns (symbols) in the same order")
     if m in ("topk", "rank"):
-        w = target_weights(scores.to_numpy(), m, p.top_k, p.max_weight)
-        w[~keep] = np.nan
+        w = np.full(scores.shape, np.nan)
+        w[keep] = target_weights(scores.to_numpy()[keep], m, p.top_k, p.max_weight, index=scores.index[keep])
         W = pd.DataFrame(w, index=scores.index, columns=scores.columns)
         if p.vol_target_enabled:
             from trading_lib.portfolio.optimisation import vol_target
