@@ -4,19 +4,21 @@
 
 # %% ../../nbs/research/17_backtest.ipynb #c25366e8
 from __future__ import annotations
-import hashlib, json, platform, subprocess, time
+import hashlib, json, platform, subprocess, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from ..config import Settings
-from ..portfolio.weights import target_weights, rebalance_mask
+from ..portfolio.weights import target_weights, topk_weights, rebalance_mask, TieWarning
 from ..trading.engine import run_backtest, BacktestResult
 
 # %% auto #0
-__all__ = ['Fold', 'walk_forward_folds', 'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix',
-           'weights_from_scores', 'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table',
-           'write_json']
+__all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'Fold', 'walk_forward_folds', 'WalkForwardResult', 'walk_forward',
+           'score_matrix', 'expected_return_matrix', 'weights_from_scores', 'equal_weight_targets', 'config_hash',
+           'evaluate', 'run_metadata', 'summary_table', 'write_json', 'tracking_gap', 'refusal_report',
+           'significance_report', 'frame_hash', 'trial_record', 'append_trials', 'load_trials', 'trial_statistics',
+           'momentum_scores', 'inverse_vol_targets', 'baseline_targets', 'fast_returns', 'random_null']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -286,3 +288,201 @@ def summary_table(metrics: dict) -> str:
 
 def write_json(path, obj):
     Path(path).write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
+
+# %% ../../nbs/research/17_backtest.ipynb #7a965e78
+TRACKING_GAP_THRESHOLD = 0.10  # mean one-way gap in a calendar year above which a run is flagged
+
+def tracking_gap(held: pd.DataFrame, target: pd.DataFrame, threshold: float = TRACKING_GAP_THRESHOLD) -> dict:
+    """Gap between held weights and targets. `held` (T, N): weights at each close (fraction of equity, e.g.
+    `BacktestResult.weights`); `target` (T, N) on the same index and columns, NaN rows = no decision. Returns dict:
+    mean (over decisions), by_year {year: mean gap}, worst_year, worst_year_gap, threshold, flagged (bool: a year's
+    mean above `threshold`), n_decisions. Raises ValueError on misaligned frames."""
+    if not held.index.equals(target.index) or list(held.columns) != list(target.columns):
+        raise ValueError("held and target must share index (sessions) and columns (symbols)")
+    T = target.to_numpy(float); H = held.to_numpy(float)
+    dec = np.flatnonzero(~np.isnan(T).all(axis=1)); dec = dec[dec + 1 < len(T)]
+    if len(dec) == 0: return dict(mean=np.nan, by_year={}, worst_year=None, worst_year_gap=np.nan, threshold=threshold, flagged=False, n_decisions=0)
+    gap = 0.5 * np.abs(np.nan_to_num(H[dec + 1]) - np.nan_to_num(T[dec])).sum(axis=1)
+    by_year = pd.Series(gap).groupby(pd.DatetimeIndex(target.index[dec]).year).mean()
+    worst = int(by_year.idxmax())
+    return dict(mean=float(gap.mean()), by_year={int(y): float(v) for y, v in by_year.items()}, worst_year=worst,
+                worst_year_gap=float(by_year.max()), threshold=threshold, flagged=bool(by_year.max() > threshold),
+                n_decisions=int(len(dec)))
+
+def refusal_report(results: dict) -> dict:
+    "Refused orders by reason of each run: {run name: {Reason name: count}} from `BacktestResult.refusals`, runs without refusals included (empty)."
+    return {k: dict(sorted(getattr(r, "refusals", {}).items())) for k, r in results.items()}
+
+# %% ../../nbs/research/17_backtest.ipynb #1af36337
+def significance_report(returns: pd.Series, equal_weight: pd.Series, trials: dict, forecasts: pd.DataFrame | None = None,
+                        labels: pd.DataFrame | None = None) -> dict:
+    """Significance of the strategy's daily simple `returns` against 1/N (`equal_weight`, same dates) and against 0.
+    `trials`: `trial_statistics(...)` (n_trials, var_sharpe, var_active_sharpe: per-period Sharpe variances of every
+    trial on this data). With `forecasts` and `labels`, adds IC / rank IC with Newey–West t statistics, IC hit rate
+    (`metrics.ic_significance`) and yearly IC (`metrics.yearly_ic`). Returns a JSON-ready dict."""
+    from trading_lib.analytics import metrics as M
+    active = (returns - equal_weight).rename("active")
+    n = max(int(trials.get("n_trials", 1)), 1)
+    diff, se, z = M.sharpe_difference_hac(returns, equal_weight)
+    from scipy import stats
+    out = dict(
+        vs_equal_weight=dict(
+            label="active return over 1/N (strategy − 1/N, daily)",
+            active_sharpe=M.sharpe_ratio(active), active_return_ann=float(active.mean() * M.TRADING_DAYS),
+            tracking_error=M.ann_vol(active),
+            psr=float(M.probabilistic_sharpe_ratio(active, 0.0)),
+            dsr=float(M.deflated_sharpe_ratio(active, n, max(float(trials.get("var_active_sharpe", 0.0)), 1e-12))),
+            sharpe_difference=diff, sharpe_difference_se_hac=se, sharpe_difference_z=z,
+            sharpe_difference_p=float(stats.norm.sf(z)) if np.isfinite(z) else np.nan,
+            n_trials=n, var_trials_active_sharpe=float(trials.get("var_active_sharpe", np.nan))),
+        vs_zero=dict(
+            label="raw returns against a Sharpe ratio of 0 (a long-only book passes this by itself)",
+            sharpe=M.sharpe_ratio(returns), psr=float(M.probabilistic_sharpe_ratio(returns, 0.0)),
+            dsr=float(M.deflated_sharpe_ratio(returns, n, max(float(trials.get("var_sharpe", 0.0)), 1e-12))),
+            n_trials=n, var_trials_sharpe=float(trials.get("var_sharpe", np.nan))))
+    if forecasts is not None and labels is not None:
+        daily = M.daily_ic(forecasts, labels)
+        out["ic"] = M.ic_significance(daily).reset_index().to_dict(orient="records")
+        out["yearly_ic"] = M.yearly_ic(daily).reset_index().to_dict(orient="records")
+    return out
+
+# %% ../../nbs/research/17_backtest.ipynb #a64ff809
+TRIALS_FILE = "research/trials.jsonl"  # relative to the project root
+
+def frame_hash(df: pd.DataFrame) -> str:
+    "sha256 (16 hex digits) of a DataFrame's values and column names (row order matters, the index does not)."
+    h = hashlib.sha256(json.dumps(list(map(str, df.columns))).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def trial_record(name: str, config: dict, data_hash: str, returns: pd.Series, equal_weight: pd.Series) -> dict:
+    """One ledger line: `trial` = `config_hash` of the config and `data_hash`, the run `name`, the config itself, and the
+    summary of the daily returns and active returns over 1/N (per-period and annualised Sharpe ratios)."""
+    from trading_lib.analytics import metrics as M
+    active = returns - equal_weight
+    sr = lambda r: float(r.mean() / r.std(ddof=1)) if r.std(ddof=1) > 0 else np.nan
+    return dict(trial=config_hash(dict(config, data_hash=data_hash)), name=name, data_hash=data_hash, config=config,
+                summary=dict(start=str(returns.index[0].date()), end=str(returns.index[-1].date()), n_days=int(len(returns)),
+                             sharpe=M.sharpe_ratio(returns), sharpe_per_day=sr(returns),
+                             active_mean_ann=float(active.mean() * M.TRADING_DAYS), active_vol_ann=M.ann_vol(active),
+                             active_sharpe=M.sharpe_ratio(active), active_sharpe_per_day=sr(active)),
+                recorded=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+
+def append_trials(path, records: list[dict]) -> Path:
+    "Append `records` (one JSON line each, keys sorted) to the ledger at `path` (created with its folder); returns the path."
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a") as f: f.write("".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records))
+    return p
+
+def load_trials(path, data_hash: str | None = None) -> dict:
+    """Distinct trials of the ledger at `path` ({trial hash: last record}), only those on `data_hash` when given.
+    A missing ledger is empty; a line that is not JSON raises ValueError naming the line."""
+    p = Path(path); out = {}
+    if not p.exists(): return out
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except json.JSONDecodeError as e: raise ValueError(f"{p}: line {i} is not JSON ({e})") from None
+        if data_hash is None or r.get("data_hash") == data_hash: out[r["trial"]] = r
+    return out
+
+def trial_statistics(trials: dict) -> dict:
+    """n_trials and the variances (ddof 1, per-period units) of the distinct trials' Sharpe ratios and active Sharpe
+    ratios over 1/N — the N and V[SR] of the deflated Sharpe ratio. Variances are 0 for fewer than two trials."""
+    s = np.array([t["summary"].get("sharpe_per_day") for t in trials.values()], dtype=float)
+    a = np.array([t["summary"].get("active_sharpe_per_day") for t in trials.values()], dtype=float)
+    v = lambda x: float(np.nanvar(x, ddof=1)) if np.isfinite(x).sum() > 1 else 0.0
+    return dict(n_trials=len(trials), var_sharpe=v(s), var_active_sharpe=v(a))
+
+# %% ../../nbs/research/17_backtest.ipynb #efced8c4
+def momentum_scores(close: pd.DataFrame, lookback: int = 252, skip: int = 21) -> pd.DataFrame:
+    "12-1 momentum at each close: `close[t−skip] / close[t−lookback] − 1` (uses data up to t only); NaN without the history."
+    with np.errstate(all="ignore"):
+        return close.shift(skip) / close.shift(lookback) - 1.0
+
+def inverse_vol_targets(close: pd.DataFrame, decide: np.ndarray, window: int = 60) -> pd.DataFrame:
+    """Weights ∝ 1/σ (sample sd of the last `window` daily returns up to t) over symbols with a full window, summing
+    to 1, on sessions where `decide` (T,) is True; NaN rows elsewhere."""
+    r = close.pct_change(fill_method=None)
+    sd = r.rolling(window, min_periods=window).std()
+    inv = (1.0 / sd.where(sd > 0)).to_numpy()
+    tot = np.nansum(inv, axis=1, keepdims=True)
+    w = np.where(np.isfinite(inv), inv, 0.0) / np.where(tot > 0, tot, np.nan)
+    w[~np.asarray(decide)] = np.nan
+    return pd.DataFrame(w, index=close.index, columns=close.columns)
+
+def baseline_targets(close: pd.DataFrame, sessions: pd.DatetimeIndex, settings: Settings) -> dict:
+    """Targets (on `sessions`, NaN rows = no decision) of the standing baselines: `baseline:momentum_12_1` (top-k of
+    12-1 momentum, the settings' k, cap, rebalance calendar and neutral ties) and `baseline:inverse_vol`.
+    `close` (T', N) may start before `sessions` (history for the look-backs)."""
+    p = settings.portfolio
+    mom = momentum_scores(close).reindex(sessions)
+    decide = rebalance_mask(sessions, p.rebalance) & np.isfinite(mom.to_numpy()).any(axis=1)
+    w = np.full(mom.shape, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TieWarning)
+        w[decide] = target_weights(mom.to_numpy()[decide], "topk", p.top_k, p.max_weight)
+    iv = inverse_vol_targets(close, np.isin(close.index, sessions[rebalance_mask(sessions, p.rebalance)])).reindex(sessions)
+    return {"baseline:momentum_12_1": pd.DataFrame(w, index=sessions, columns=close.columns), "baseline:inverse_vol": iv}
+
+# %% ../../nbs/research/17_backtest.ipynb #e1db2ab8
+def fast_returns(close: pd.DataFrame, targets: np.ndarray, cost_bps: float) -> np.ndarray:
+    """Daily returns of target-weight books, vectorised over panels: `targets` (P, T, N) or (T, N) weights (NaN rows
+    = no decision) decided at the close of t and filled at the close of t+1 paying `cost_bps` (basis points) on the
+    traded weight; weights drift with prices between decisions; what is not invested earns 0. A symbol without a
+    close on a day earns 0 that day. Returns (P, T) (or (T,)) daily simple returns. An approximation of the engine
+    (no pre-trade limits, no share rounding) for the null distribution."""
+    X = np.asarray(targets, dtype=float); single = X.ndim == 2
+    if single: X = X[None]
+    C = close.to_numpy(float)
+    if X.shape[1:] != C.shape: raise ValueError(f"targets {X.shape[1:]} must match close {C.shape} (sessions × symbols)")
+    with np.errstate(all="ignore"): R = np.nan_to_num(C[1:] / C[:-1] - 1.0, nan=0.0, posinf=0.0, neginf=0.0)
+    P, T, N = X.shape; w = np.zeros((P, N)); out = np.zeros((P, T)); c = cost_bps / 1e4
+    pending = None if np.isnan(X[:, 0, :]).all() else np.nan_to_num(X[:, 0, :])
+    for t in range(1, T):
+        gr = 1.0 + R[t - 1]
+        port = (w * (gr - 1.0)).sum(axis=1)
+        w = w * gr / (1.0 + port)[:, None]
+        if pending is not None:
+            port = port - c * np.abs(pending - w).sum(axis=1); w = pending; pending = None
+        out[:, t] = port
+        row = X[:, t, :]
+        if not np.isnan(row).all(): pending = np.nan_to_num(row)
+    return out[0] if single else out
+
+def _target_turnover(W: np.ndarray) -> float:
+    "Mean one-way change ½ Σ|w_r − w_{r−1}| between consecutive decision rows of (…, R, N) targets."
+    return float(0.5 * np.abs(np.diff(W, axis=-2)).sum(axis=-1).mean()) if W.shape[-2] > 1 else 0.0
+
+def random_null(close: pd.DataFrame, target: pd.DataFrame, settings: Settings, n: int = 200, seed: int = 0) -> dict:
+    """Sharpe ratios of `n` random-score top-k books with the strategy's decision dates, construction and turnover,
+    and the strategy's percentile among them (both through `fast_returns`). `target` (T, N): the strategy's targets on
+    `close`'s sessions (NaN rows = no decision). Returns dict(n, phi (AR(1) coefficient of the scores across decision
+    dates), strategy_turnover, null_turnover (mean one-way per decision), strategy_sharpe_fast, null_sharpe
+    (quantiles 5/50/95 and mean), percentile (0..100), seconds)."""
+    from trading_lib.analytics.metrics import TRADING_DAYS
+    t0 = time.perf_counter(); p = settings.portfolio
+    Tg = target.to_numpy(float); dec = np.flatnonzero(~np.isnan(Tg).all(axis=1))
+    if len(dec) < 2 or n < 1: raise ValueError(f"random_null needs at least 2 decision dates and n ≥ 1 (got {len(dec)}, n={n})")
+    ok = (np.isfinite(close.to_numpy(float)) & (close.to_numpy(float) > 0))[dec]
+    goal = _target_turnover(Tg[dec])
+    rng = np.random.default_rng(seed); E = rng.standard_normal((n, len(dec), Tg.shape[1]))
+    def weights(phi, m):
+        Z = np.empty_like(E[:m]); Z[:, 0] = E[:m, 0]
+        for r in range(1, len(dec)): Z[:, r] = phi * Z[:, r - 1] + np.sqrt(1 - phi ** 2) * E[:m, r]
+        Z = np.where(ok[None], Z, np.nan)
+        return topk_weights(Z.reshape(-1, Z.shape[-1]), p.top_k, p.max_weight).reshape(Z.shape)
+    lo, hi = 0.0, 0.999
+    for _ in range(14):  # turnover falls as phi rises: bisection on a subset of panels
+        mid = 0.5 * (lo + hi)
+        if _target_turnover(weights(mid, min(n, 40))) > goal: lo = mid
+        else: hi = mid
+    phi = 0.5 * (lo + hi); Wn = weights(phi, n)
+    X = np.full((n,) + Tg.shape, np.nan); X[:, dec] = Wn
+    cost = settings.costs.slippage_bps + settings.costs.commission_bps
+    sr = lambda r: r[..., 1:].mean(-1) / r[..., 1:].std(-1, ddof=1) * np.sqrt(TRADING_DAYS)
+    null = sr(fast_returns(close, X, cost)); s = float(sr(fast_returns(close, Tg, cost)))
+    q = np.quantile(null, [0.05, 0.5, 0.95])
+    return dict(n=n, phi=phi, strategy_turnover=goal, null_turnover=_target_turnover(Wn), strategy_sharpe_fast=s,
+                null_sharpe=dict(q05=float(q[0]), q50=float(q[1]), q95=float(q[2]), mean=float(null.mean())),
+                percentile=float(100.0 * (null < s).mean()), seconds=time.perf_counter() - t0)
