@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from ..config import Settings
-from ..portfolio.weights import target_weights, topk_weights, rebalance_mask, TieWarning
+from ..portfolio.weights import target_weights, topk_weights, topk_boundary_ties, rebalance_mask, TieWarning
 from ..trading.engine import run_backtest, BacktestResult
 
 # %% auto #0
-__all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'Fold', 'walk_forward_folds', 'WalkForwardResult', 'walk_forward',
-           'score_matrix', 'expected_return_matrix', 'weights_from_scores', 'equal_weight_targets', 'config_hash',
-           'evaluate', 'run_metadata', 'summary_table', 'write_json', 'tracking_gap', 'refusal_report',
-           'significance_report', 'frame_hash', 'trial_record', 'append_trials', 'load_trials', 'trial_statistics',
-           'momentum_scores', 'inverse_vol_targets', 'baseline_targets', 'fast_returns', 'random_null']
+__all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS', 'Fold', 'walk_forward_folds',
+           'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix', 'weights_from_scores',
+           'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table', 'write_json',
+           'tracking_gap', 'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials',
+           'load_trials', 'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets',
+           'fast_returns', 'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs',
+           'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -188,32 +190,43 @@ def config_hash(d: dict) -> str:
 
 def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame, labels: pd.DataFrame, settings: Settings,
              data_hash: str = "", runs_dir: Path | None = None, progress: bool = False, methods: list[str] | None = None,
-             risk: bool = True) -> tuple[dict, pd.DataFrame]:
-    """Backtest the ensemble strategy, each model's portfolio, 1/N (monthly) and S&P 500 buy-and-hold over the sessions
-    covered by `forecasts`. `close` (T, N) adjusted closes (history before the forecasts feeds the covariance of the
-    optimised methods); `benchmark` index closes. `methods`: further portfolio methods to compare on the ensemble
-    forecasts (runs named `method:<m>`). With `risk`, `metrics["risk"]` holds `risk_analytics.risk_report` of the
-    strategy, each `method:` run and 1/N (VaR/CVaR table, Kupiec/Christoffersen backtests per VaR method, GARCH, stress
-    tests, factor exposures). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>...,
-    method:<m>..., 1/N, S&P 500 — each starting at initial cash)."""
+             risk: bool = True, forecast_settings: dict | None = None, ledger: str | Path | None = None,
+             null_panels: int = 200, baselines: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Backtest the ensemble strategy, each model's portfolio, 1/N (monthly), S&P 500 buy-and-hold and (with
+    `baselines`) 12-1 momentum top-k and inverse volatility over the sessions covered by `forecasts`. `close` (T, N)
+    adjusted closes (history before the forecasts feeds the covariance of the optimised methods and the baselines'
+    look-backs); `benchmark` index closes. `methods`: further portfolio methods to compare on the ensemble forecasts
+    (runs named `method:<m>`). With `risk`, `metrics["risk"]` holds `risk_analytics.risk_report` of the strategy,
+    each `method:` run and 1/N. `forecast_settings`: the settings the forecasts were made with (see
+    `forecast_settings_from_run`; default: `settings`' own, labelled so). `ledger`: the trial ledger (JSON lines) this
+    run's trials are appended to and the DSR's N and Sharpe variance are read from (None: this run's trials plus the
+    configurations of earlier runs under `runs_dir`). `null_panels`: random-score books in the null distribution
+    (0 = none). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>..., method:<m>..., 1/N,
+    baseline:..., S&P 500 — each starting at initial cash)."""
     from trading_lib.analytics import metrics as M
     h = settings.portfolio.signal_horizon
     start = forecasts["timestamp"].min()
     C = close[close.index >= start]
     models = sorted(forecasts["model"].unique())
-    results, equity = {}, {}
+    results, targets, scores = {}, {}, {}
     runs = {"strategy": models, **{f"model:{m}": [m] for m in models}}
     for name, ms in runs.items():
-        sc = score_matrix(forecasts, h, C.index, C.columns, ms)
+        sc = scores[name] = score_matrix(forecasts, h, C.index, C.columns, ms)
         mu = expected_return_matrix(forecasts, h, C.index, C.columns, ms)
-        results[name] = run_backtest(C, weights_from_scores(sc, settings, close, mu), settings, progress=progress)
+        targets[name] = weights_from_scores(sc, settings, close, mu)
+        results[name] = run_backtest(C, targets[name], settings, progress=progress)
     extra = [m for m in (methods or []) if m != settings.portfolio.method]
     if extra:
         sc = score_matrix(forecasts, h, C.index, C.columns, models)
         mu = expected_return_matrix(forecasts, h, C.index, C.columns, models)
         for m in extra:
-            results[f"method:{m}"] = run_backtest(C, weights_from_scores(sc, settings, close, mu, method=m), settings, progress=progress)
-    results["1/N"] = run_backtest(C, equal_weight_targets(C, "M"), settings)
+            targets[f"method:{m}"] = weights_from_scores(sc, settings, close, mu, method=m)
+            results[f"method:{m}"] = run_backtest(C, targets[f"method:{m}"], settings, progress=progress)
+    targets["1/N"] = equal_weight_targets(C, "M")
+    results["1/N"] = run_backtest(C, targets["1/N"], settings)
+    if baselines:
+        b_res, b_tgt = baseline_runs(close, C.index, settings)
+        results |= b_res; targets |= b_tgt
     cash = settings.execution.initial_cash
     bm = benchmark.reindex(C.index)
     if bm.isna().any(): raise ValueError(f"benchmark has no close on {bm[bm.isna()].index[0].date()} (a session of the panel)")
@@ -225,23 +238,34 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
         n_orders=r.n_orders, n_fills=r.n_fills, refused_orders=r.refusals, commission=float(r.commission.sum()))
     perf["S&P 500"] = M.performance_summary(eq["S&P 500"].pct_change().fillna(0.0))
     quality = M.forecast_quality(forecasts, labels)
-    # overfitting statistics: every configuration tried on this data counts as a trial
-    cfg = lambda ms: config_hash(dict(models=ms, horizons=settings.models.horizons, portfolio=settings.portfolio.model_dump(),
-                                      model_settings=settings.models.model_dump(), wf=settings.walk_forward.model_dump()))
-    this = {cfg(ms) for ms in runs.values()}
-    trials = this | _previous_configurations(runs_dir, data_hash)
-    srs = np.array([M.performance_summary(results[k].returns)["sharpe"] for k in runs]) / np.sqrt(252)
-    var_sr = float(np.nanvar(srs, ddof=1)) if np.isfinite(srs).sum() > 1 else 0.0
+    # every configuration tried on this data is a trial: the ledger gives the DSR its N and the trials' Sharpe variance
+    fs = forecast_settings or forecast_settings_of(settings)
+    trial_runs = {**runs, **{f"method:{m}": models for m in extra}}
+    records = trial_records(trial_runs, {k: results[k].returns for k in trial_runs}, results["1/N"].returns, settings, fs,
+                            forecasts, data_hash)
+    this = sorted({r["trial"] for r in records})
+    if ledger is not None:
+        append_trials(ledger, records); trials = load_trials(ledger, data_hash)
+    else:
+        trials = {r["trial"]: r for r in records}
+        trials |= {c: dict(summary={}) for c in _previous_configurations(runs_dir, data_hash) - set(trials)}
+    tstats = trial_statistics(trials)
     strat = results["strategy"].returns
     diff, se, z = M.sharpe_difference(strat, results["1/N"].returns)
     overfit = dict(probabilistic_sharpe_ratio=float(M.probabilistic_sharpe_ratio(strat, 0.0)),
-                   deflated_sharpe_ratio=float(M.deflated_sharpe_ratio(strat, len(trials), max(var_sr, 1e-12))),
-                   n_trials=len(trials), var_trials_sharpe=var_sr,
+                   deflated_sharpe_ratio=float(M.deflated_sharpe_ratio(strat, tstats["n_trials"], max(tstats["var_sharpe"], 1e-12))),
+                   n_trials=tstats["n_trials"], var_trials_sharpe=tstats["var_sharpe"], null="Sharpe ratio 0 (see significance)",
                    sharpe_minus_equal_weight=float(diff), sharpe_difference_se=float(se), sharpe_difference_z=float(z))
     metrics = dict(performance=perf, forecast_quality=quality.reset_index().to_dict(orient="records"), overfitting=overfit,
-                   run=dict(data_hash=data_hash, configurations=sorted(this), test_start=str(C.index[0].date()),
+                   significance=significance_report(strat, results["1/N"].returns, tstats, forecasts, labels),
+                   tracking=tracking_report(results, targets), refusals=refusal_report(results),
+                   ties=tie_report(scores, settings),
+                   run=dict(data_hash=data_hash, configurations=this, test_start=str(C.index[0].date()),
                             test_end=str(C.index[-1].date()), n_sessions=len(C), symbols=list(C.columns),
-                            portfolio_method=settings.portfolio.method, compared_methods=extra))
+                            portfolio_method=settings.portfolio.method, compared_methods=extra, forecast_settings=fs,
+                            trial_ledger=str(ledger) if ledger is not None else None))
+    if null_panels > 0:
+        metrics["random_null"] = random_null(C, targets["strategy"], settings, n=null_panels, seed=settings.models.seed)
     if risk:
         from trading_lib.analytics.risk_analytics import risk_report
         metrics["risk"] = {k: risk_report(results[k].returns, results[k].weights.iloc[-1], close, benchmark, plot=False,
@@ -265,11 +289,13 @@ def run_metadata(settings: Settings, parameters: dict, timings: dict, data_hash:
                 parameters=parameters, settings=settings.model_dump(mode="json"), stage_seconds=timings)
 
 def summary_table(metrics: dict) -> str:
-    "Strategy vs 1/N vs S&P 500 (CAGR, Sharpe, max drawdown) and the models' IC at each horizon, as text."
+    """Strategy vs 1/N vs S&P 500 vs the standing baselines (CAGR, Sharpe, max drawdown, vol, turnover), the models' IC
+    at each horizon, and (`research_summary_lines`) significance against 1/N and 0, the random-score null, tracking gaps,
+    refusals and ties, as text."""
     perf = metrics["performance"]
-    rows = [k for k in ["strategy", "1/N", "S&P 500"] + [k for k in perf if k.startswith("model:")] if k in perf]
+    rows = [k for k in ["strategy", "1/N", "S&P 500"] + [k for k in perf if k.startswith(("baseline:", "model:", "method:"))] if k in perf]
     t = pd.DataFrame({k: {"CAGR": perf[k]["cagr"], "Sharpe": perf[k]["sharpe"], "max drawdown": perf[k]["max_drawdown"],
-                          "ann. vol": perf[k]["ann_vol"]} for k in rows}).T
+                          "ann. vol": perf[k]["ann_vol"], "turnover": perf[k].get("turnover")} for k in rows}).T
     q = pd.DataFrame(metrics["forecast_quality"])
     lines = ["Out-of-sample performance (after costs):", t.to_string(float_format=lambda x: f"{x:8.3f}")]
     if not q.empty:
@@ -282,9 +308,10 @@ def summary_table(metrics: dict) -> str:
         lines += [f"  {m:15s} {b['exceptions']:4d} / {b['n']:5d}   {b['p_value_pof']:.3f}   {b['p_value_ind']:.3f}"
                   for m, b in rk.items() if "exceptions" in b]
     o = metrics.get("overfitting")
-    if o: lines += ["", f"PSR {o['probabilistic_sharpe_ratio']:.3f}   DSR {o['deflated_sharpe_ratio']:.3f} ({o['n_trials']} trials)   "
-                        f"Sharpe − 1/N: {o['sharpe_minus_equal_weight']:+.3f} ± {o['sharpe_difference_se']:.3f}"]
-    return "\n".join(lines)
+    if o and "significance" not in metrics:
+        lines += ["", f"PSR {o['probabilistic_sharpe_ratio']:.3f}   DSR {o['deflated_sharpe_ratio']:.3f} ({o['n_trials']} trials)   "
+                      f"Sharpe − 1/N: {o['sharpe_minus_equal_weight']:+.3f} ± {o['sharpe_difference_se']:.3f}"]
+    return "\n".join(lines + research_summary_lines(metrics))
 
 def write_json(path, obj):
     Path(path).write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
@@ -486,3 +513,96 @@ def random_null(close: pd.DataFrame, target: pd.DataFrame, settings: Settings, n
     return dict(n=n, phi=phi, strategy_turnover=goal, null_turnover=_target_turnover(Wn), strategy_sharpe_fast=s,
                 null_sharpe=dict(q05=float(q[0]), q50=float(q[1]), q95=float(q[2]), mean=float(null.mean())),
                 percentile=float(100.0 * (null < s).mean()), seconds=time.perf_counter() - t0)
+
+# %% ../../nbs/research/17_backtest.ipynb #6bf221a7
+FORECAST_SETTING_SECTIONS = ("models", "walk_forward", "features", "universe", "data")
+
+def forecast_settings_of(settings: Settings) -> dict:
+    "The forecast-relevant sections of `settings`, labelled as taken from the settings (not from a train run)."
+    d = settings.model_dump(mode="json")
+    return dict(source="settings (the train run's own settings were not given)", **{k: d[k] for k in FORECAST_SETTING_SECTIONS})
+
+def forecast_settings_from_run(train_run) -> dict:
+    """The settings a train run made its forecasts with: the sections models, walk_forward, features, universe, data of
+    `<train_run>/metrics.json`'s `run.settings`, plus `source` (the run directory) and its `code_version`.
+    Raises FileNotFoundError without metrics.json, KeyError when it records no settings."""
+    p = Path(train_run) / "metrics.json"
+    run = json.loads(p.read_text())["run"]
+    if "settings" not in run: raise KeyError(f"{p}: run.settings missing (a train run older than the settings record)")
+    return dict(source=str(train_run), code_version=run.get("code_version"), **{k: run["settings"].get(k) for k in FORECAST_SETTING_SECTIONS})
+
+def baseline_runs(close: pd.DataFrame, sessions: pd.DatetimeIndex, settings: Settings, progress: bool = False) -> tuple[dict, dict]:
+    "Engine runs of `baseline_targets` over `sessions`: ({name: BacktestResult}, {name: targets (T, N)})."
+    tg = baseline_targets(close, sessions, settings); C = close.reindex(sessions)
+    return {k: run_backtest(C, W, settings, progress=progress) for k, W in tg.items()}, tg
+
+def trial_records(runs: dict, returns: dict, equal_weight: pd.Series, settings: Settings, forecast_settings: dict,
+                  forecasts: pd.DataFrame, data_hash: str) -> list[dict]:
+    """Ledger records (`trial_record`) of each run: `runs` {name: models used}, `returns` {name: daily returns};
+    a `method:<m>` name runs portfolio method m. The config hashed: the forecasts' settings (without their `source`),
+    the forecasts' content hash, the models, the signal horizon and the portfolio settings."""
+    fs = {k: v for k, v in forecast_settings.items() if k not in ("source", "code_version")}
+    fh = frame_hash(forecasts.sort_values(["model", "horizon", "timestamp", "symbol"]).reset_index(drop=True))
+    out = []
+    for name, ms in runs.items():
+        port = settings.portfolio.model_dump(mode="json")
+        if name.startswith("method:"): port["method"] = name.removeprefix("method:")
+        cfg = dict(forecast_settings=fs, forecasts_hash=fh, models=list(ms), portfolio=port)
+        out.append(trial_record(name, cfg, data_hash, returns[name], equal_weight))
+    return out
+
+def tracking_report(results: dict, targets: dict, threshold: float = TRACKING_GAP_THRESHOLD) -> dict:
+    "`tracking_gap` of every run with targets: {by_run: {name: gap dict}, flagged: [names whose worst year's gap > threshold], threshold}."
+    by = {k: tracking_gap(results[k].weights, targets[k], threshold) for k in targets if k in results}
+    return dict(by_run=by, flagged=[k for k, g in by.items() if g["flagged"]], threshold=threshold)
+
+def tie_report(scores: dict, settings: Settings) -> dict:
+    """Share of decision dates (rebalance sessions with a score) whose top-k boundary is a tie, for each run's (T, N)
+    score DataFrame in `scores`; empty unless the portfolio method is topk."""
+    p = settings.portfolio
+    if p.method != "topk": return {}
+    out = {}
+    for k, sc in scores.items():
+        keep = rebalance_mask(sc.index, p.rebalance) & np.isfinite(sc.to_numpy()).any(axis=1)
+        out[k] = float(topk_boundary_ties(sc.to_numpy()[keep], p.top_k).mean()) if keep.any() else np.nan
+    return out
+
+# %% ../../nbs/research/17_backtest.ipynb #295de4d7
+def research_summary_lines(metrics: dict) -> list[str]:
+    "The text lines of the significance, null, tracking, refusal and tie sections of `metrics` (those it holds)."
+    L, f3 = [], lambda x: "nan" if x is None or not np.isfinite(x) else f"{x:.3f}"
+    s = metrics.get("significance")
+    if s:
+        a, z = s["vs_equal_weight"], s["vs_zero"]
+        L += ["", f"Against 1/N ({a['label']}): active Sharpe {f3(a['active_sharpe'])}, active return {f3(a['active_return_ann'])}/yr, "
+                  f"tracking error {f3(a['tracking_error'])}",
+              f"  PSR {f3(a['psr'])}   DSR {f3(a['dsr'])} ({a['n_trials']} trials in the ledger)   "
+              f"Sharpe − 1/N {a['sharpe_difference']:+.3f} ± {f3(a['sharpe_difference_se_hac'])} (HAC), z {f3(a['sharpe_difference_z'])}, p {f3(a['sharpe_difference_p'])}",
+              f"Against 0 ({z['label']}): Sharpe {f3(z['sharpe'])}, PSR {f3(z['psr'])}, DSR {f3(z['dsr'])}"]
+        if s.get("ic"):
+            ic = pd.DataFrame(s["ic"]).set_index(["model", "horizon"])
+            L += ["", "IC and rank IC with Newey–West t (lags ≥ horizon), share of dates with IC > 0:",
+                  ic[["ic", "ic_t_nw", "rank_ic", "rank_ic_t_nw", "ic_hit_rate", "lags"]].to_string(float_format=lambda x: f"{x:7.3f}")]
+    n = metrics.get("random_null")
+    if n:
+        q = n["null_sharpe"]
+        L += ["", f"Random-score null ({n['n']} books, the strategy's top-k and turnover {n['strategy_turnover']:.3f}/decision): "
+                  f"strategy Sharpe {f3(n['strategy_sharpe_fast'])} (fast path) at percentile {n['percentile']:.1f}; "
+                  f"null median {f3(q['q50'])}, 5–95% [{f3(q['q05'])}, {f3(q['q95'])}]"]
+    tr = metrics.get("tracking")
+    if tr:
+        g = tr["by_run"].get("strategy")
+        if g and g["by_year"]:
+            L += ["", f"Tracking gap of the strategy (½ Σ|held − target| after each decision, mean by year; threshold {tr['threshold']:.2f}):",
+                  "  " + "  ".join(f"{y} {v:.3f}" for y, v in g["by_year"].items())]
+        for k in tr["flagged"]:
+            gk = tr["by_run"][k]
+            L += [f"  FLAGGED: {k} does not follow its targets (gap {gk['worst_year_gap']:.3f} in {gk['worst_year']} > {tr['threshold']:.2f})"]
+    rf = {k: v for k, v in metrics.get("refusals", {}).items() if v}
+    if rf: L += ["", "Refused orders by reason: " + "; ".join(f"{k}: " + ", ".join(f"{r} {c}" for r, c in v.items()) for k, v in rf.items())]
+    elif "refusals" in metrics: L += ["", "Refused orders: none"]
+    ties = metrics.get("ties")
+    if ties: L += ["Decision dates with a tie at the top-k boundary (shared neutrally): " + ", ".join(f"{k} {v:.1%}" for k, v in ties.items())]
+    fs = metrics.get("run", {}).get("forecast_settings")
+    if fs: L += [f"Forecasts made with the settings of: {fs.get('source')}"]
+    return L
