@@ -61,7 +61,7 @@ def test_backtest_outputs(train_runs):
     assert {r["model"] for r in m["forecast_quality"]} == {"lightgbm", "lstm"}
     assert m["run"]["parameters"]["top_k"] == 3 and m["run"]["settings"]["portfolio"]["top_k"] == 3
     assert m["run"]["settings"]["universe"]["symbols"] == SMALL["symbols"]  # inherited from the train run
-    assert {"tearsheet.png", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
+    assert {"tearsheet.png", "tearsheet.html", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
     eq = pd.read_parquet(d / "equity.parquet")
     assert eq.index[0] >= pd.Timestamp("2010-01-01", tz="UTC") and eq.notna().all().all()
     # the S&P 500 benchmark is buy-and-hold of the index: its equity is proportional to the index closes

@@ -13,7 +13,7 @@ __all__ = ['TRADING_DAYS', 'FORECAST_COLUMNS', 'returns_from_equity', 'cagr', 'a
            'drawdown_series', 'max_drawdown', 'calmar_ratio', 'hit_rate', 'rolling_sharpe', 'turnover',
            'performance_summary', 'daily_ic', 'forecast_quality', 'psr_from_stats', 'probabilistic_sharpe_ratio',
            'expected_max_sharpe', 'deflated_sharpe_ratio', 'sharpe_difference', 'newey_west_lags', 'hac_mean_test',
-           'sharpe_difference_hac', 'ic_significance', 'yearly_ic', 'tearsheet']
+           'sharpe_difference_hac', 'ic_significance', 'yearly_ic', 'tearsheet', 'html_tearsheet']
 
 # %% ../../nbs/analytics/03_metrics.ipynb #6b910952
 TRADING_DAYS = 252  # sessions per year used for every annualisation in this module
@@ -374,3 +374,22 @@ def tearsheet(equity: pd.DataFrame, path: str | Path | None = None, title: str |
     if path is not None:
         p = Path(path); p.parent.mkdir(parents=True, exist_ok=True); fig.savefig(p, dpi=100)
     return fig
+
+# %% ../../nbs/analytics/03_metrics.ipynb #a9ad6cf3
+def html_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str = "Strategy",
+                   benchmark_title: str = "1/N") -> Path:
+    """QuantStats' HTML tear sheet (`quantstats.reports.html`) of daily simple `returns` against `benchmark` (daily
+    simple returns on the same dates), written to `path` (parents created). Time zones are dropped (QuantStats compares
+    naive dates). Returns the path."""
+    import logging
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # QuantStats asks for Arial, which may be absent
+    import quantstats as qs, warnings
+    r, b = _as_returns(returns, "returns"), _as_returns(benchmark, "benchmark")
+    if not r.index.equals(b.index): raise ValueError("returns and benchmark must cover the same dates")
+    naive = lambda s: s.tz_localize(None) if getattr(s.index, "tz", None) is not None else s
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qs.reports.html(naive(r).rename(title), naive(b).rename(benchmark_title), output=str(p), title=title,
+                        benchmark_title=benchmark_title, strategy_title=title)
+    return p

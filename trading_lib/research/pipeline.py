@@ -113,7 +113,7 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
                        forecasts_from: Path | None = None, compare_methods: list | None = None, null_panels: int = 200,
                        ledger: str | Path | None = "default") -> dict:
     """Evaluate the forecasts through the engine (plus one run per portfolio method in `compare_methods`) and write
-    metrics.json, equity.parquet, forecasts.parquet, tearsheet.png, risk.png, summary.txt. The settings the forecasts
+    metrics.json, equity.parquet, forecasts.parquet, tearsheet.png, tearsheet.html (QuantStats), risk.png, summary.txt. The settings the forecasts
     were made with are read from `forecasts_from`'s metrics.json; every trial is appended to the trial ledger
     (`ledger`, default `<project root>/research/trials.jsonl`; None = no ledger). `null_panels`: random-score books of
     the null distribution (0 = none; fewer keep tests fast)."""
@@ -132,6 +132,9 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
         fig = tearsheet(equity[[c for c in equity.columns if c in ("strategy", "1/N", "S&P 500") or c.startswith("baseline:")]],
                         path=run_dir / "tearsheet.png")
         equity.to_parquet(run_dir / "equity.parquet")
+        from trading_lib.analytics.metrics import html_tearsheet  # QuantStats' full report, strategy against 1/N
+        html_tearsheet(equity["strategy"].pct_change().fillna(0.0), equity["1/N"].pct_change().fillna(0.0),
+                       run_dir / "tearsheet.html", title="strategy", benchmark_title="1/N")
         from trading_lib.analytics.risk_analytics import risk_report
         _, rfig = risk_report(equity["strategy"].pct_change().dropna(), close=close, benchmark=market.benchmark, plot=True)
         if rfig is not None: rfig.savefig(run_dir / "risk.png", dpi=90, bbox_inches="tight")
