@@ -8,7 +8,7 @@ import warnings
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['TieWarning', 'distinct_counts', 'topk_boundary_ties', 'topk_weights', 'rank_weights', 'target_weights',
+__all__ = ['TieWarning', 'distinct_counts', 'topk_boundary_ties', 'flat_rows', 'topk_weights', 'rank_weights', 'target_weights',
            'rebalance_mask']
 
 # %% ../../nbs/portfolio/09_weights.ipynb #a91bd926
@@ -34,10 +34,15 @@ def topk_boundary_ties(scores: np.ndarray, k: int) -> np.ndarray:
     d = -np.sort(-np.where(np.isfinite(s), s, -np.inf), axis=1)
     return np.isfinite(d[:, k]) & (d[:, k - 1] == d[:, k])
 
+def flat_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    "(T,) bool: rows with more than `k` finite scores but fewer than k + 1 distinct values (a top-k choice there is a tie)."
+    n_fin, n_dist = distinct_counts(scores)
+    return (n_fin >= k + 1) & (n_dist < k + 1)
+
 def _warn_flat(s: np.ndarray, k: int, index=None):
-    n_fin, n_dist = distinct_counts(s)
-    flat = (n_fin >= k + 1) & (n_dist < k + 1)
+    flat = flat_rows(s, k)
     if flat.any():
+        n_fin, n_dist = distinct_counts(s)
         i = int(np.argmax(flat)); when = index[i] if index is not None else f"row {i}"
         warnings.warn(f"scores have fewer than k + 1 = {k + 1} distinct values on {int(flat.sum())} of {len(s)} dates "
                       f"(first: {when}, {int(n_dist[i])} distinct of {int(n_fin[i])}): the top-{k} choice there is a tie",

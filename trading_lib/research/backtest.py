@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from ..config import Settings
-from ..portfolio.weights import target_weights, topk_weights, topk_boundary_ties, rebalance_mask, TieWarning
+from ..portfolio.weights import target_weights, topk_weights, topk_boundary_ties, flat_rows, rebalance_mask, TieWarning
 from ..trading.engine import run_backtest, BacktestResult
 
 # %% auto #0
@@ -74,7 +74,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     Returns out-of-sample forecasts only: every row's timestamp lies in a test window its model never trained on.
     A feature with less than `min_feature_coverage` non-NaN values in a fold's training rows is left out of that fold
     (listed in `excluded_features`), e.g. the VIX before the period its data covers."""
-    from trading_lib.models.base import make_forecaster
+    from trading_lib.models.factory import make_forecaster
     models = list(models or settings.models.names)
     dates = features.index.get_level_values("timestamp").unique().sort_values()
     folds = walk_forward_folds(dates, settings)
@@ -204,29 +204,26 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
     (0 = none). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>..., method:<m>..., 1/N,
     baseline:..., S&P 500 — each starting at initial cash)."""
     from trading_lib.analytics import metrics as M
+    from trading_lib.trading.strategy import ForecastStrategy, EqualWeight
     h = settings.portfolio.signal_horizon
     start = forecasts["timestamp"].min()
     C = close[close.index >= start]
     models = sorted(forecasts["model"].unique())
-    results, targets, scores = {}, {}, {}
+    results, strategies = {}, {}
     runs = {"strategy": models, **{f"model:{m}": [m] for m in models}}
-    for name, ms in runs.items():
-        sc = scores[name] = score_matrix(forecasts, h, C.index, C.columns, ms)
-        mu = expected_return_matrix(forecasts, h, C.index, C.columns, ms)
-        targets[name] = weights_from_scores(sc, settings, close, mu)
-        results[name] = run_backtest(C, targets[name], settings, progress=progress)
     extra = [m for m in (methods or []) if m != settings.portfolio.method]
-    if extra:
-        sc = score_matrix(forecasts, h, C.index, C.columns, models)
-        mu = expected_return_matrix(forecasts, h, C.index, C.columns, models)
+    with warnings.catch_warnings():  # flat forecasts warn per session: counted once per run in `tie_report` instead
+        warnings.simplefilter("ignore", TieWarning)
+        for name, ms in runs.items():  # the same ForecastStrategy object type the replay and live trading run
+            strategies[name] = ForecastStrategy(forecasts, settings, models=ms, horizon=h, name=name)
+            results[name] = run_backtest(close, strategies[name], settings, progress=progress, start=start)
         for m in extra:
-            targets[f"method:{m}"] = weights_from_scores(sc, settings, close, mu, method=m)
-            results[f"method:{m}"] = run_backtest(C, targets[f"method:{m}"], settings, progress=progress)
-    targets["1/N"] = equal_weight_targets(C, "M")
-    results["1/N"] = run_backtest(C, targets["1/N"], settings)
-    if baselines:
-        b_res, b_tgt = baseline_runs(close, C.index, settings)
-        results |= b_res; targets |= b_tgt
+            results[f"method:{m}"] = run_backtest(close, ForecastStrategy(forecasts, settings, models=models, method=m, horizon=h),
+                                                  settings, progress=progress, start=start)
+    results["1/N"] = run_backtest(close, EqualWeight("M"), settings, start=start)
+    if baselines: results |= baseline_runs(close, C.index, settings)[0]
+    targets = {k: r.targets for k, r in results.items() if r.targets is not None}  # what each run decided, session by session
+    scores = {k: pd.DataFrame(s.score, index=close.index, columns=close.columns).reindex(C.index) for k, s in strategies.items()}
     cash = settings.execution.initial_cash
     bm = benchmark.reindex(C.index)
     if bm.isna().any(): raise ValueError(f"benchmark has no close on {bm[bm.isna()].index[0].date()} (a session of the panel)")
@@ -558,13 +555,19 @@ def tracking_report(results: dict, targets: dict, threshold: float = TRACKING_GA
 
 def tie_report(scores: dict, settings: Settings) -> dict:
     """Share of decision dates (rebalance sessions with a score) whose top-k boundary is a tie, for each run's (T, N)
-    score DataFrame in `scores`; empty unless the portfolio method is topk."""
+    score DataFrame in `scores`; empty unless the portfolio method is topk. Warns once per run (`TieWarning`) when
+    some decision dates have fewer than k + 1 distinct scores."""
     p = settings.portfolio
     if p.method != "topk": return {}
     out = {}
     for k, sc in scores.items():
         keep = rebalance_mask(sc.index, p.rebalance) & np.isfinite(sc.to_numpy()).any(axis=1)
         out[k] = float(topk_boundary_ties(sc.to_numpy()[keep], p.top_k).mean()) if keep.any() else np.nan
+        flat = flat_rows(sc.to_numpy()[keep], p.top_k)
+        if flat.any():
+            warnings.warn(f"{k}: forecasts have fewer than k + 1 = {p.top_k + 1} distinct values on {int(flat.sum())} of "
+                          f"{int(keep.sum())} decision dates (first {sc.index[keep][np.argmax(flat)].date()}); ties there are "
+                          "shared neutrally", TieWarning, stacklevel=2)
     return out
 
 # %% ../../nbs/research/17_backtest.ipynb #295de4d7
