@@ -1,15 +1,28 @@
 """Research you can trust (issue 11), on short windows of the embedded data: a noise placebo (random features give
 IC ≈ 0 and no significance against 1/N), the book follows its targets when order limits scale with equity, the trial
 ledger counts every configuration and compared method, and top-k ties are broken neutrally."""
-import json, warnings
-import numpy as np, pandas as pd
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, to_panel
 from trading_lib.features import make_labels
-from trading_lib.portfolio.weights import topk_weights, TieWarning
-from trading_lib.research.backtest import (walk_forward, evaluate, score_matrix, weights_from_scores, tracking_gap,
-                                           momentum_scores, load_trials, forecast_settings_from_run, summary_table)
+from trading_lib.portfolio.weights import TieWarning, topk_weights
+from trading_lib.research.backtest import (
+    evaluate,
+    forecast_settings_from_run,
+    load_trials,
+    momentum_scores,
+    score_matrix,
+    summary_table,
+    tracking_gap,
+    walk_forward,
+    weights_from_scores,
+)
 from trading_lib.trading.engine import run_backtest
 
 SYMS = ["AAPL", "AMD", "BAC", "BBY", "CVX", "JPM", "KO", "MSFT", "PFE", "XOM"]
