@@ -351,7 +351,7 @@ def significance_report(returns: pd.Series, equal_weight: pd.Series, trials: dic
     from scipy import stats
     out = dict(
         vs_equal_weight=dict(
-            label="active return over 1/N (strategy − 1/N, daily)",
+            label="active return: strategy − 1/N, daily",
             active_sharpe=M.sharpe_ratio(active), active_return_ann=float(active.mean() * M.TRADING_DAYS),
             tracking_error=M.ann_vol(active),
             psr=float(M.probabilistic_sharpe_ratio(active, 0.0)),
@@ -360,7 +360,7 @@ def significance_report(returns: pd.Series, equal_weight: pd.Series, trials: dic
             sharpe_difference_p=float(stats.norm.sf(z)) if np.isfinite(z) else np.nan,
             n_trials=n, var_trials_active_sharpe=float(trials.get("var_active_sharpe", np.nan))),
         vs_zero=dict(
-            label="raw returns against a Sharpe ratio of 0 (a long-only book passes this by itself)",
+            label="raw returns against a Sharpe ratio of 0; a long-only book passes this by itself",
             sharpe=M.sharpe_ratio(returns), psr=float(M.probabilistic_sharpe_ratio(returns, 0.0)),
             dsr=float(M.deflated_sharpe_ratio(returns, n, max(float(trials.get("var_sharpe", 0.0)), 1e-12))),
             n_trials=n, var_trials_sharpe=float(trials.get("var_sharpe", np.nan))))
@@ -579,7 +579,7 @@ def research_summary_lines(metrics: dict) -> list[str]:
         a, z = s["vs_equal_weight"], s["vs_zero"]
         L += ["", f"Against 1/N ({a['label']}): active Sharpe {f3(a['active_sharpe'])}, active return {f3(a['active_return_ann'])}/yr, "
                   f"tracking error {f3(a['tracking_error'])}",
-              f"  PSR {f3(a['psr'])}   DSR {f3(a['dsr'])} ({a['n_trials']} trials in the ledger)   "
+              f"  PSR {f3(a['psr'])}   DSR {f3(a['dsr'])} (N = {a['n_trials']} trials in the ledger)   "
               f"Sharpe − 1/N {a['sharpe_difference']:+.3f} ± {f3(a['sharpe_difference_se_hac'])} (HAC), z {f3(a['sharpe_difference_z'])}, p {f3(a['sharpe_difference_p'])}",
               f"Against 0 ({z['label']}): Sharpe {f3(z['sharpe'])}, PSR {f3(z['psr'])}, DSR {f3(z['dsr'])}"]
         if s.get("ic"):
