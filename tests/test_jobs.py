@@ -42,9 +42,16 @@ def test_train_outputs_and_determinism(train_runs):
 
 def test_backtest_outputs(train_runs):
     root, a, _ = train_runs
-    d = run_job("backtest", dict(forecasts_from=str(a), top_k=3), root=root, progress=False)
+    d = run_job("backtest", dict(forecasts_from=str(a), top_k=3, null_panels=20), root=root, progress=False)
     m = json.loads((d / "metrics.json").read_text())
-    assert {"strategy", "1/N", "S&P 500", "model:lightgbm", "model:lstm"} <= set(m["performance"])
+    assert {"strategy", "1/N", "S&P 500", "model:lightgbm", "model:lstm", "baseline:momentum_12_1", "baseline:inverse_vol"} <= set(m["performance"])
+    # the settings the forecasts were made with come from the train run; every trial lands in the project's ledger
+    assert m["run"]["forecast_settings"]["source"] == str(a) and m["run"]["forecast_settings"]["walk_forward"]["test_start"] == "2010-01-01"
+    ledger = [json.loads(x) for x in (root / "research" / "trials.jsonl").read_text().splitlines()]
+    assert {r["name"] for r in ledger} >= {"strategy", "model:lightgbm", "model:lstm"} and m["overfitting"]["n_trials"] >= 3
+    assert m["random_null"]["n"] == 20 and 0 <= m["random_null"]["percentile"] <= 100
+    assert set(m["significance"]) >= {"vs_equal_weight", "vs_zero", "ic", "yearly_ic"}
+    assert "strategy" in m["tracking"]["by_run"] and "Against 1/N" in (d / "summary.txt").read_text()
     for k in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "turnover", "hit_rate"):
         assert k in m["performance"]["strategy"]
     assert m["performance"]["strategy"]["n_orders"] > 0 and m["performance"]["strategy"]["max_drawdown"] < 0
@@ -54,7 +61,7 @@ def test_backtest_outputs(train_runs):
     assert {r["model"] for r in m["forecast_quality"]} == {"lightgbm", "lstm"}
     assert m["run"]["parameters"]["top_k"] == 3 and m["run"]["settings"]["portfolio"]["top_k"] == 3
     assert m["run"]["settings"]["universe"]["symbols"] == SMALL["symbols"]  # inherited from the train run
-    assert {"tearsheet.png", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
+    assert {"tearsheet.png", "tearsheet.html", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
     eq = pd.read_parquet(d / "equity.parquet")
     assert eq.index[0] >= pd.Timestamp("2010-01-01", tz="UTC") and eq.notna().all().all()
     # the S&P 500 benchmark is buy-and-hold of the index: its equity is proportional to the index closes
@@ -65,9 +72,9 @@ def test_backtest_outputs(train_runs):
 
 
 def test_failing_cell_is_named(project_copy, capsys):
-    with pytest.raises(JobFailed) as e:
-        run_job("train", dict(SMALL, models=["no_such_model"]), root=project_copy, progress=False)
-    assert "failed in cell" in str(e.value) and "no_such_model" in str(e.value)
+    with pytest.raises(JobFailed) as e:  # (an unknown model no longer gets this far: it is refused before the kernel starts)
+        run_job("train", dict(SMALL, symbols=["NO_SUCH_SYMBOL"]), root=project_copy, progress=False)
+    assert "failed in cell" in str(e.value) and "NO_SUCH_SYMBOL" in str(e.value)
     assert (e.value.run_dir / "train.ipynb").exists() and (e.value.run_dir / "error.json").exists()
 
 
@@ -75,4 +82,42 @@ def test_cli_exit_codes(project_copy, monkeypatch):
     monkeypatch.chdir(project_copy)
     assert main(["run", "nope"]) == 2
     assert main(["run", "train", "-p", "alpaca_secret_key", "x"]) == 2
-    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 1
+    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 2  # refused before the kernel
+    assert main(["run", "train", "-p", "symbols", "[NO_SUCH_SYMBOL]", "--no-progress"]) == 1  # a failing cell
+
+
+def test_default_replay_trades_and_asks_a_supervisor_about_a_minority(train_runs, monkeypatch, capsys):
+    """The live job exactly as the README runs it (no approval parameters): it fills orders, asks for approval on a
+    minority of them, expires what is still pending when the run ends, and prints its summary."""
+    root, a, _ = train_runs
+    monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    d = run_job("live", dict(forecasts_from=str(a), start="2011-01-01"), root=root, progress=False)
+    out = (d / "summary.txt").read_text()
+    m = json.loads((d / "metrics.json").read_text())
+    act = m["activity"]
+    assert act["fills"] > 20 and act["orders"] > 20
+    assert act["approval_requests"] / act["orders"] < 0.25, act   # "high risk" is a minority of orders
+    orders = pd.read_parquet(d / "orders.parquet")
+    assert act["approvals"]["pending"] == 0 and not (orders["state"] == "pending_approval").any()  # expired at the end
+    assert "filled" in out and "FILLED NOTHING" not in out and f"Live run {m['run']['run_id']}" in out
+
+
+def test_auto_approvals_are_refused_outside_a_replay(train_runs, monkeypatch, capsys):
+    root, a, _ = train_runs
+    monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    with pytest.raises(JobFailed) as e:
+        run_job("live", dict(forecasts_from=str(a), mode="paper", approvals="auto"), root=root, progress=False)
+    assert "refused in paper mode" in str(e.value)
+
+
+def test_unattended_replay_with_auto_approvals(train_runs, monkeypatch):
+    root, a, _ = train_runs
+    monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    d = run_job("live", dict(forecasts_from=str(a), start="2012-01-01", approvals="auto", approval_max_weight_change=0.01,
+                             run_id="auto-1"), root=root, progress=False)
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["activity"]["auto_approved"] == m["activity"]["approval_requests"] > 0
+    assert m["activity"]["approvals"]["pending"] == 0 and m["activity"]["fills"] > 0
+    from trading_lib.live.audit import Ledger
+    led = Ledger(root / "runs" / "live" / "ledger.sqlite")
+    assert any(r.payload.get("by") == "replay:auto" for r in led.records(kind="approval"))
