@@ -49,6 +49,7 @@ def case(draw):
         costs__commission_bps=draw(st.sampled_from([0.0, 1.0, 3.0])), costs__slippage_bps=draw(st.sampled_from([0.0, 5.0])),
         execution__min_order_notional=draw(st.sampled_from([0.0, 100.0, 20_000.0])),
         risk__max_order_notional=draw(st.sampled_from([500_000.0, 150_000.0, 40_000.0])),
+        risk__max_order_fraction=draw(st.sampled_from([None, None, 0.12])),
         risk__max_order_qty=draw(st.sampled_from([1_000_000.0, 2_000.0])),
         risk__max_position_weight=draw(st.sampled_from([0.30, 0.2, 0.5])),
         risk__max_gross_exposure=draw(st.sampled_from([1.05, 0.6, 2.0])),
@@ -96,11 +97,11 @@ def test_fast_backtest_equals_engine(c):
 
 
 def test_random_cases_cover_the_refusals():
-    """The random panels above reach these refusals and the HALTED breaker (the constructed case below adds duplicates,
-    REDUCING and REDUCING_ONLY, the next one NET_EXPOSURE). BAD_REFERENCE_PRICE cannot occur in a backtest: a symbol without a valid price gets a
+    """The random panels above reach these refusals and the HALTED breaker (the constructed cases below add duplicates,
+    REDUCING, REDUCING_ONLY, HALTED and NET_EXPOSURE). BAD_REFERENCE_PRICE cannot occur in a backtest: a symbol without a valid price gets a
     NaN quantity, refused first as BAD_QUANTITY."""
-    need = {"HALTED", "BAD_QUANTITY", "RESTRICTED_SYMBOL", "STALE_PRICE", "MAX_ORDER_QTY", "MAX_ORDER_NOTIONAL",
-            "MAX_POSITION_WEIGHT", "GROSS_EXPOSURE", "RATE_LIMIT", "state:HALTED"}
+    need = {"BAD_QUANTITY", "RESTRICTED_SYMBOL", "STALE_PRICE", "MAX_ORDER_QTY", "MAX_ORDER_NOTIONAL",
+            "MAX_POSITION_WEIGHT", "GROSS_EXPOSURE", "RATE_LIMIT"}
     if not SEEN: test_fast_backtest_equals_engine()
     assert need <= set(SEEN), f"never produced: {sorted(need - set(SEEN))}"
 
@@ -120,6 +121,10 @@ def test_duplicate_and_reducing():
     assert b.refusals == {"DUPLICATE_ORDER": 1, "REDUCING_ONLY": 2}
     assert [(c.timestamp, c.new.value) for c in b.state_changes] == [(ix[5], "REDUCING")]
     assert b.orders["qty"].tolist() == [2500.0, 5000.0, -2500.0, -2625.0]
+    h = run_backtest_fast(close, W, s.replace(risk__breach_action="halt"), circuit_breakers=True)
+    same(run_backtest(close, W, s.replace(risk__breach_action="halt"), circuit_breakers=True), h)
+    assert [(c.timestamp, c.new.value) for c in h.state_changes] == [(ix[5], "HALTED")]
+    assert h.refusals == {"DUPLICATE_ORDER": 1, "HALTED": 3}  # day 5: A and B; day 6: B's sale too
 
 
 @hsettings(max_examples=150, deadline=None, derandomize=True)
@@ -130,7 +135,8 @@ def test_compiled_check_equals_pretrade_risk(seed, N, dup, opm, state):
     rng = np.random.default_rng(seed)
     lim = BASE.risk.model_copy(update=dict(duplicate_window_seconds=dup, max_orders_per_minute=opm,
                                            max_order_notional=30_000.0, max_gross_exposure=0.8, max_net_exposure=0.5,
-                                           restricted_symbols=["S0"] if rng.random() < 0.3 else []))
+                                           restricted_symbols=["S0"] if rng.random() < 0.3 else [],
+                                           max_order_fraction=0.05 if rng.random() < 0.3 else None))
     syms = [f"S{i}" for i in range(N)]
     ref, fast = PreTradeRisk(lim, syms), CompiledPreTradeRisk(lim, syms)
     now = 0.0
