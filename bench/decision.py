@@ -43,6 +43,8 @@ print(f"setup (features over {N} x {DAYS}, training on 60,000 rows): {time.perf_
 
 syms = list(bars.index.get_level_values("symbol").unique())
 risk, crisk = PreTradeRisk(s.risk, syms), CompiledPreTradeRisk(s.risk, syms)
+CompiledPreTradeRisk(s.risk, syms).check(0.0, np.arange(3), np.ones(3), np.ones(N), np.zeros(N), 1e6,
+                                         open_qty=np.zeros(N), price_time=np.zeros(N))  # load the compiled check
 rng = np.random.default_rng(0)
 stages = {k: [] for k in ["features", "lightgbm", "lstm", "weights", "orders", "checks (PreTradeRisk)", "checks (compiled)"]}
 total = []
