@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 # %% auto #0
 __all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
            'CostSettings', 'RiskSettings', 'ExecutionSettings', 'ApprovalSettings', 'BrokerSettings', 'RedisSettings',
-           'DashboardSettings', 'DriftSettings', 'RetrainSettings', 'Settings', 'Secrets', 'load_secrets',
-           'SettingsError', 'project_root', 'load_settings']
+           'DashboardSettings', 'DriftSettings', 'RetrainSettings', 'TrackingSettings', 'Settings', 'Secrets',
+           'load_secrets', 'SettingsError', 'project_root', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -193,6 +193,13 @@ class RetrainSettings(_Section):
     max_data_repairs: int = Field(0, ge=0)  # validation-gate repairs allowed in the data the challenger was fitted on
 
 
+class TrackingSettings(_Section):
+    "MLflow experiment tracking of `trading-lib run` jobs (see `research.tracking`); the server URI comes from MLFLOW_TRACKING_URI."
+    enabled: bool = True  # log every `trading-lib run` job (params, metrics, artefacts, code version)
+    local_store: str = "runs/mlruns"  # default store when MLFLOW_TRACKING_URI is unset (SQLite + artefacts, relative to the project)
+    experiment_prefix: str = "trading-lib"  # experiment name = <prefix>/<job>
+
+
 # %% ../nbs/00_config.ipynb #a468572c
 class Settings(_Section):
     "All runtime settings; build it with `load_settings`."
@@ -211,6 +218,7 @@ class Settings(_Section):
     dashboard: DashboardSettings = DashboardSettings()
     drift: DriftSettings = DriftSettings()
     retrain: RetrainSettings = RetrainSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self):
