@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 # %% auto #0
 __all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
            'CostSettings', 'RiskSettings', 'ExecutionSettings', 'ApprovalSettings', 'BrokerSettings', 'RedisSettings',
-           'DashboardSettings', 'DriftSettings', 'RetrainSettings', 'TrackingSettings', 'Settings', 'Secrets',
-           'load_secrets', 'SettingsError', 'project_root', 'load_settings']
+           'DashboardSettings', 'DriftSettings', 'RetrainSettings', 'TrackingSettings', 'ScheduleSettings', 'Settings',
+           'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -199,6 +199,16 @@ class TrackingSettings(_Section):
     local_store: str = "runs/mlruns"  # default store when MLFLOW_TRACKING_URI is unset (SQLite + artefacts, relative to the project)
     experiment_prefix: str = "trading-lib"  # experiment name = <prefix>/<job>
 
+class ScheduleSettings(_Section):
+    "`trading-lib schedule`: which commands run on which exchange sessions, at what local time (see `schedule`)."
+    calendar: str = "XNYS"  # exchange-calendars code deciding sessions (holidays and weekends never run)
+    timezone: str = "America/New_York"  # the times below are wall-clock times in this zone
+    # NAME@HH:MM/FREQ, FREQ = D (every session) | W (last session of the week) | M (last session of the month);
+    # NAME = a scheduled notebook (run through `trading-lib run NAME`) or `monitor` (`trading-lib monitor`)
+    entries: list[str] = ["live@09:20/D", "monitor@16:45/D", "retrain@17:30/W", "backtest@18:30/W", "train@19:00/M"]
+    misfire_grace_seconds: int = Field(3600, ge=1)  # a run started later than this after its time counts as missed
+    _e = field_validator("entries", mode="before")(_csv)
+
 
 # %% ../nbs/00_config.ipynb #a468572c
 class Settings(_Section):
@@ -219,6 +229,7 @@ class Settings(_Section):
     drift: DriftSettings = DriftSettings()
     retrain: RetrainSettings = RetrainSettings()
     tracking: TrackingSettings = TrackingSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self):

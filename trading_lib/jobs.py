@@ -134,7 +134,7 @@ register_command("run", _add_run_args, _run_handler)
 def _load_plugins():
     "Import the modules that register sub-commands (they are optional: a missing module just has no command)."
     import importlib
-    for m in ("trading_lib.live.audit", "trading_lib.live.approvals", "trading_lib.research.retrain"):
+    for m in ("trading_lib.live.audit", "trading_lib.live.approvals", "trading_lib.research.retrain", "trading_lib.schedule"):
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise
