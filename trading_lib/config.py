@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 # %% auto #0
 __all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
-           'CostSettings', 'RiskSettings', 'ExecutionSettings', 'ApprovalSettings', 'BrokerSettings', 'RedisSettings',
-           'DashboardSettings', 'DriftSettings', 'RetrainSettings', 'TrackingSettings', 'ScheduleSettings', 'Settings',
-           'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'load_settings']
+           'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings', 'ApprovalSettings',
+           'BrokerSettings', 'RedisSettings', 'DashboardSettings', 'DriftSettings', 'RetrainSettings',
+           'TrackingSettings', 'ScheduleSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError',
+           'project_root', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -145,9 +146,13 @@ class ExecutionSettings(_Section):
     initial_cash: float = Field(1_000_000, gt=0)
     min_order_notional: float = Field(100, ge=0)
 
+class StrategySettings(_Section):
+    "The decision rule every job runs: a built-in name (forecast | equal_weight | buy_and_hold) or module:Class."
+    name: str = "forecast"
+
 class ApprovalSettings(_Section):
-    max_notional: float = Field(250_000, gt=0)
-    max_weight_change: float = Field(0.15, gt=0)
+    max_notional: float = Field(400_000, gt=0)
+    max_weight_change: float = Field(0.25, gt=0)
     min_confidence: float = Field(0.05, ge=0, le=1)
     first_trade_requires_approval: bool = False
     expiry_seconds: float = Field(3600, gt=0)
@@ -218,6 +223,7 @@ class Settings(_Section):
     features: FeatureSettings = FeatureSettings()
     models: ModelSettings = ModelSettings()
     walk_forward: WalkForwardSettings = WalkForwardSettings()
+    strategy: StrategySettings = StrategySettings()
     portfolio: PortfolioSettings = PortfolioSettings()
     costs: CostSettings = CostSettings()
     risk: RiskSettings = RiskSettings()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from ..config import Settings
 from ..data.sources import to_panel
-from ..trading.engine import rebalance_orders
-from ..portfolio.weights import target_weights, rebalance_mask
+from ..trading.engine import Engine
+from ..trading.strategy import Strategy, ForecastStrategy, as_decision
 from ..trading.risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
 from ..trading.orders import Order, OrderState, IN_FLIGHT, TERMINAL
 from ..execution.brokers import (DuplicateClientOrderId, OrderStatusUnknown, OrderRejected, BrokerUnavailable,
@@ -22,53 +22,38 @@ from .state import LiveState, EVENT_KINDS
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'session_scores', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report',
-           'write_live_outputs']
-
-# %% ../../nbs/live/22_trader.ipynb #4ef2df73
-def session_scores(forecasts_t: pd.DataFrame, symbols: list) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) ensemble score (mean over models of the cross-sectional z-score of `prediction`) and (N,) mean confidence
-    for one session's forecasts at one horizon. NaN where no model forecasts a symbol."""
-    n = len(symbols); pos = {s: i for i, s in enumerate(symbols)}
-    zs, cs = [], []
-    for _, g in forecasts_t.groupby("model"):
-        p = np.full(n, np.nan); c = np.full(n, np.nan)
-        ix = g["symbol"].map(pos).to_numpy()
-        ok = ~pd.isna(ix)
-        p[ix[ok].astype(int)] = g["prediction"].to_numpy()[ok]; c[ix[ok].astype(int)] = g["confidence"].to_numpy()[ok]
-        mu, sd = np.nanmean(p), np.nanstd(p)
-        zs.append((p - mu) / sd if sd > 0 else np.full(n, np.nan)); cs.append(c)
-    if not zs: return np.full(n, np.nan), np.full(n, np.nan)
-    with np.errstate(all="ignore"):
-        z = np.stack(zs); cnt = np.isfinite(z).sum(0)
-        score = np.where(cnt > 0, np.nansum(z, 0) / np.maximum(cnt, 1), np.nan)
-        conf = np.nanmean(np.stack(cs), 0) if np.isfinite(np.stack(cs)).any() else np.full(n, np.nan)
-    return score, conf
+__all__ = ['log', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs',
+           'live_summary']
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
-    """The live loop over `market` (a `data.MarketData`: bars of the universe; their closes are the replay's prices)
-    trading `forecasts` (long table) through `broker`. `state`, `queue`, `ledger`: Redis live state, approval queue,
+    """The live shell around the one engine step, over `market` (a `data.MarketData`: bars of the universe; their closes
+    are the replay's prices) trading `strategy` (a `trading.strategy.Strategy`; default the `ForecastStrategy` of
+    `forecasts`, a long table) through `broker`. `state`, `queue`, `ledger`: Redis live state, approval queue,
     audit ledger (`audit.Ledger`). `approval_wait_seconds`: how long a replay session waits for pending approvals
     before moving on (0 = do not wait). `circuit_breakers`: loss/drawdown breakers move the trading state."""
-    def __init__(self, settings: Settings, run_id: str, market, forecasts: pd.DataFrame, broker, state: LiveState,
+    def __init__(self, settings: Settings, run_id: str, market, forecasts: pd.DataFrame | None, broker, state: LiveState,
                  queue: ApprovalQueue, ledger, job: str = "live", approval_wait_seconds: float = 0.0,
-                 poll_seconds: float = 0.1, circuit_breakers: bool = True, identity: str = "live-job"):
+                 poll_seconds: float = 0.1, circuit_breakers: bool = True, identity: str = "live-job",
+                 strategy: Strategy | None = None, auto_approve: bool = False):
         self.s, self.run_id, self.broker, self.state, self.queue, self.ledger = settings, run_id, broker, state, queue, ledger
         self.job, self.approval_wait, self.poll, self.identity = job, float(approval_wait_seconds), poll_seconds, identity
         self.close = to_panel(market.bars, "close")
         self.symbols = list(self.close.columns); self.pos_of = {s: i for i, s in enumerate(self.symbols)}
         self.sessions = self.close.index
-        self.rebalance_days = set(self.sessions[rebalance_mask(self.sessions, settings.portfolio.rebalance)])
-        h = settings.portfolio.signal_horizon
-        fc = forecasts[forecasts["horizon"] == h]
-        self.fc_by_ts = {ts: g for ts, g in fc.groupby("timestamp")}
-        self.risk = PreTradeRisk(settings.risk, self.symbols)
-        self.sm = TradingStateMachine(settings.risk)
+        self.C = self.close.to_numpy(dtype=float)
+        if strategy is None:
+            if forecasts is None: raise ValueError("LiveTrader needs a strategy or forecasts")
+            strategy = ForecastStrategy(forecasts, settings)
+        self.strategy = strategy
+        self.strategy.prepare(self.symbols, self.sessions)
+        self.engine = Engine(self.symbols, settings, circuit_breakers=circuit_breakers, strategy=strategy)
+        self.risk, self.sm = self.engine.risk, self.engine.state  # the one step's pre-trade checks and trading state
+        self.last_price, self.price_time = self.engine.last_price, self.engine.price_time
         self.circuit_breakers = circuit_breakers
         self.policy = ApprovalPolicy(settings.approvals)
-        n = len(self.symbols)
-        self.last_price = np.full(n, np.nan); self.price_time = np.full(n, -np.inf)
+        self.auto_approve = auto_approve  # unattended replay: approvals granted as `replay:auto`, recorded in the ledger
+        self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
         self.orders: dict[str, Order] = {}  # in-flight and pending orders of this run
         self.done: dict[str, Order] = {}  # terminal orders of this process
         self.traded: set = set()
@@ -225,28 +210,23 @@ class LiveTrader:
             except ApprovalError: continue  # decided meanwhile: handled by _process_approvals
             o.reject("operator:superseded", at=ts); self._save(o)
 
-    def _decide(self, ts, now: float):
-        fc = self.fc_by_ts.get(ts)
-        if fc is None: return
-        self._process_approvals(ts, now); self._supersede_pending(ts)
-        score, conf = session_scores(fc, self.symbols)
-        if not np.isfinite(score).any(): return
-        p = self.s.portfolio
-        w = target_weights(score, p.method, p.top_k, p.max_weight)
-        from trading_lib.live.audit import canonical_json
-        import hashlib
-        rows = fc.dropna(subset=["prediction"])[["symbol", "model", "prediction", "confidence"]].sort_values(["model", "symbol"]).to_numpy().tolist()
-        self._record("forecast", dict(run_id=self.run_id, session=str(ts), rows=len(rows), models=sorted(fc["model"].unique().tolist()),
-                                      horizon=int(p.signal_horizon), sha256=hashlib.sha256(canonical_json(rows).encode()).hexdigest()))
-        self._record("target", dict(run_id=self.run_id, session=str(ts), method=p.method,
-                                    weights={self.symbols[i]: float(w[i]) for i in np.flatnonzero(w)}))
+    def _decide(self, t: int, ts, now: float) -> bool:
+        """The one engine step's decision (strategy → weights → orders → pre-trade risk), then the live routing of its
+        orders. Returns whether the strategy decided this session."""
+        self._process_approvals(ts, now)
         pos, work = self._book()
-        idx, qty = rebalance_orders(w, self.equity, self.last_price, pos, work, self.s.execution.min_order_notional)
-        if len(idx) == 0: return
-        codes = self.risk.check(now, idx, np.nan_to_num(qty, nan=0.0), self.last_price, pos, self.equity, open_qty=work,
-                                price_time=self.price_time, state=self.sm.state, remember=False)
-        self._record("decision", dict(run_id=self.run_id, session=str(ts), orders=int(len(idx)), accepted=int((codes == 0).sum())))
-        for i, q, c in zip(idx, qty, codes):
+        d = as_decision(self.strategy.target_weights(self.engine.context(t, ts, self.C[:t + 1], pos, self.sessions[:t + 1])),
+                        len(self.symbols))
+        if d is None: return False
+        self._supersede_pending(ts)
+        pos, work = self._book()
+        self.counts["decisions"] += 1
+        self._record_inputs(ts, d)
+        plan = self.engine.plan(ts, now, d, pos, work, remember=False)
+        if len(plan.sym_idx) == 0: return True
+        self._record("decision", dict(run_id=self.run_id, session=str(ts), orders=int(len(plan.sym_idx)), accepted=int(plan.accepted.sum())))
+        conf = plan.confidence
+        for j, (i, q, c) in enumerate(zip(plan.sym_idx, plan.qty, plan.codes)):
             sym = self.symbols[i]
             if c != 0:
                 self.refusals[Reason(c).name] = self.refusals.get(Reason(c).name, 0) + 1
@@ -255,19 +235,42 @@ class LiveTrader:
                 continue
             o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), created_at=ts)
             if o.client_order_id in self.orders or o.client_order_id in self.done: continue  # re-run of a session
-            notional = float(abs(q) * self.last_price[i])
-            w_now = pos[i] * self.last_price[i] / self.equity
-            reasons = self.policy.needs_approval(o, notional, float(w[i] - w_now), float(conf[i]) if np.isfinite(conf[i]) else None,
+            self.counts["orders"] += 1
+            ci = float(conf[i]) if conf is not None and np.isfinite(conf[i]) else (None if conf is not None else 1.0)
+            reasons = self.policy.needs_approval(o, float(plan.notional[j]), float(plan.weight_change[j]), ci,
                                                  first_trade=sym not in self.traded)
             if reasons:
+                self.counts["approval_requests"] += 1
                 o.request_approval(at=ts)
                 self._record("order", dict(order=o.to_dict(), action="pending_approval", reasons=reasons))
-                self.queue.submit(o, reasons, dict(forecast_score=float(score[i]), confidence=float(np.nan_to_num(conf[i])),
-                                                    notional=notional, weight_change=float(w[i] - w_now),
-                                                    target_weight=float(w[i]), session=str(ts)))
+                self.queue.submit(o, reasons, dict(forecast_score=float(np.nan_to_num(d.info.get("score", np.full(len(self.symbols), np.nan))[i])),
+                                                    confidence=float(np.nan_to_num(ci if ci is not None else np.nan)),
+                                                    notional=float(plan.notional[j]), weight_change=float(plan.weight_change[j]),
+                                                    target_weight=float(plan.weights[i]), session=str(ts)))
                 self._save(o)
+                if self.auto_approve:
+                    self.queue.approve(o.client_order_id, "replay:auto", "unattended replay (-p approvals auto)")
+                    self.counts["auto_approved"] += 1
             else:
                 self.risk.remember(now, [i], [q]); self._send(o, ts)
+        if self.auto_approve: self._process_approvals(ts, now)
+        return True
+
+    def _record_inputs(self, ts, d):
+        "Ledger records of what the decision read (the forecasts' hash, for a forecast strategy) and the target weights."
+        from trading_lib.live.audit import canonical_json
+        import hashlib
+        fc = getattr(self.strategy, "forecasts", None)
+        if fc is not None:
+            fc = fc[(fc["timestamp"] == ts) & (fc["horizon"] == getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon))]
+            rows = fc.dropna(subset=["prediction"])[["symbol", "model", "prediction", "confidence"]].sort_values(["model", "symbol"]).to_numpy().tolist()
+            self._record("forecast", dict(run_id=self.run_id, session=str(ts), rows=len(rows), models=sorted(fc["model"].unique().tolist()),
+                                          horizon=int(getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon)),
+                                          sha256=hashlib.sha256(canonical_json(rows).encode()).hexdigest()))
+        w = d.weights
+        self._record("target", dict(run_id=self.run_id, session=str(ts), strategy=getattr(self.strategy, "name", type(self.strategy).__name__),
+                                    method=getattr(self.strategy, "method", None),
+                                    weights={self.symbols[i]: float(w[i]) for i in np.flatnonzero(w)}))
 
     def _wait_for_approvals(self, ts, now):
         t_end = time.monotonic() + self.approval_wait
@@ -299,18 +302,17 @@ class LiveTrader:
         prices = {self.symbols[i]: float(row[i]) for i in np.flatnonzero(ok)}
         last_bar = getattr(self.broker, "last_bar", None)
         if hasattr(self.broker, "on_bar") and (last_bar is None or pd.Timestamp(last_bar) < ts): self.broker.on_bar(ts, prices)
-        self.last_price[ok] = row[ok]; self.price_time[ok] = now
         self._sync_orders(ts)
-        acct = self.broker.account(); self.equity = float(acct.equity)
+        acct = self.broker.account()
         self.state.set_positions(self.broker.positions()); self.state.set_account(acct.cash, acct.equity)
         self.state.set_last_prices(prices, ts)
+        changed = self.engine.mark(ts, now, np.where(ok, row, np.nan), equity=float(acct.equity))  # the one step's marks + breakers
+        self.equity = self.engine.equity; self.counts["sessions"] += 1
         self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
-        if self.circuit_breakers:
-            before = self.sm.state; after = self.sm.on_equity(self.equity, ts)
-            if after != before:
-                ch = self.sm.changes[-1]
-                self.state.set_trading_state(after, ch.who, ch.reason)
-                if after == TradingState.HALTED: self._cancel_working(ts, ch.reason)
+        if changed is not None:
+            ch = self.sm.changes[-1]
+            self.state.set_trading_state(changed, ch.who, ch.reason)
+            if changed == TradingState.HALTED: self._cancel_working(ts, ch.reason)
         stored = self.state.trading_state()
         if stored is not None and stored != self.sm.state and stored != TradingState.ACTIVE: self.sm.state = stored
         elif stored == TradingState.ACTIVE and self.sm.state != TradingState.ACTIVE:
@@ -323,9 +325,8 @@ class LiveTrader:
         elif bad.any():
             self._record("alert", dict(run_id=self.run_id, session=str(ts), alert="no decision this session: market data failed validation",
                                        symbols=[self.symbols[i] for i in np.flatnonzero(bad)]))
-        elif ts in self.rebalance_days:
-            self._decide(ts, now)
-            if self.approval_wait > 0: self._wait_for_approvals(ts, now)
+        elif self._decide(t, ts, now) and self.approval_wait > 0:
+            self._wait_for_approvals(ts, now)
         self.state.r.set(self._last_session_key, ts.isoformat())
 
     def run(self, start=None, end=None, speed: float = 0.0, max_sessions: int | None = None, progress: bool = False) -> pd.DataFrame:
@@ -342,6 +343,19 @@ class LiveTrader:
             self.step(t)
             if speed > 0: time.sleep(speed)
         return pd.DataFrame(self.history, columns=["session", "equity", "cash"]).set_index("session")
+
+    def finish(self, why: str = "run ended") -> list[str]:
+        """End of the run: every request of this run still waiting for a supervisor expires (nothing of a finished run
+        stays approvable) and its order is recorded expired. Returns the expired client_order_ids."""
+        from trading_lib.live.approvals import ApprovalError
+        out = []
+        ts = self.history[-1][0] if self.history else pd.Timestamp.now(tz="UTC")
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.expire(cid, self.identity, f"{why}: run {self.run_id}")
+            except ApprovalError: pass  # decided meanwhile: the ledger has the decision; the order stays as the queue says
+            o.expire(at=ts); self._save(o); out.append(cid)
+        return out
 
 # %% ../../nbs/live/22_trader.ipynb #edcd5d63
 @dataclass
@@ -394,7 +408,7 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     on history with realised labels only (same embargo and validation purge as the walk-forward), which is then
     registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry)."""
     from trading_lib.research.pipeline import build_dataset
-    from trading_lib.models.base import make_forecaster
+    from trading_lib.models.factory import make_forecaster
     from trading_lib.models.registry import ModelRegistry
     from trading_lib.config import project_root
     reg = ModelRegistry(Path(registry_root) if registry_root else project_root() / "runs" / "registry")
@@ -445,7 +459,9 @@ def session_report(trader: LiveTrader) -> dict:
                 approved_without_one_approval=approval_mismatch)
 
 # %% ../../nbs/live/22_trader.ipynb #1b9880c4
-def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict) -> dict:
+def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict, expired: list | None = None) -> dict:
+    """Write equity.parquet, orders.parquet, metrics.json and summary.txt of a live run to `run_dir`; returns the metrics.
+    `expired`: the client_order_ids `LiveTrader.finish` expired."""
     from trading_lib.live.audit import verify
     from trading_lib.analytics.metrics import performance_summary
     from trading_lib.research.backtest import write_json
@@ -462,6 +478,43 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
              performance=performance_summary(rets) if len(rets) > 2 else {}, orders=counts, refusals=trader.refusals,
              pending_approvals=[o.client_order_id for o in trader.orders.values() if o.state == OrderState.PENDING_APPROVAL],
              ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason),
-             reconciliation=session_report(trader))
+             reconciliation=session_report(trader),
+             activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)),
+                                           approvals_expired_at_end=len(expired or []),
+                                           approvals=_approval_counts(orders)),
+             final=dict(equity=float(history["equity"].iloc[-1]) if len(history) else None,
+                        trading_state=trader.sm.state.value, strategy=getattr(trader.strategy, "name", None)))
     write_json(run_dir / "metrics.json", m)
+    (run_dir / "summary.txt").write_text(live_summary(m))
     return m
+
+def _approval_counts(orders: list) -> dict:
+    "Approval outcomes of a run's orders: pending / approved / rejected / expired."
+    out = dict(pending=0, approved=0, rejected=0, expired=0)
+    for o in orders:
+        if o["state"] == "pending_approval": out["pending"] += 1
+        elif o.get("approved_by"): out["approved"] += 1
+        elif o["state"] == "expired": out["expired"] += 1
+        elif o["state"] == "rejected" and str(o.get("reason", "")).startswith(("supervisor:", "operator:superseded")): out["rejected"] += 1
+    return out
+
+def live_summary(m: dict) -> str:
+    "The end-of-run summary of a live job (printed by `trading-lib run live` and saved as summary.txt)."
+    r, a, f = m["run"], m["activity"], m["final"]
+    perf = m.get("performance") or {}
+    lines = [f"Live run {r['run_id']} ({r['parameters'].get('mode', '?')}, strategy {f['strategy']}): {r['sessions']} sessions "
+             f"{r['first'] and r['first'][:10]} … {r['last'] and r['last'][:10]}",
+             f"  decisions {a['decisions']}, orders {a['orders']}, filled {a['fills']}, refused by pre-trade risk {sum(m['refusals'].values())}"
+             + (f" ({', '.join(f'{k} {v}' for k, v in sorted(m['refusals'].items()))})" if m["refusals"] else ""),
+             f"  approvals: requested {a['approval_requests']} ({a['approval_requests'] / max(a['orders'], 1):.0%} of orders), "
+             f"approved {a['approvals']['approved']} (auto {a['auto_approved']}), rejected {a['approvals']['rejected']}, "
+             f"expired {a['approvals']['expired']}, pending {a['approvals']['pending']}",
+             f"  final equity {f['equity']:,.2f}" if f["equity"] is not None else "  final equity —",
+             f"  trading state {f['trading_state']}; ledger {'intact' if m['ledger']['ok'] else 'BROKEN'} ({m['ledger']['n_records']} records); "
+             f"reconciliation {'ok' if m['reconciliation']['ok'] else 'FAILED'}"]
+    if perf: lines.append(f"  CAGR {perf.get('cagr', float('nan')):.3f}  Sharpe {perf.get('sharpe', float('nan')):.3f}  max drawdown {perf.get('max_drawdown', float('nan')):.3f}")
+    if a["fills"] == 0:
+        lines += ["", "!" * 100, "WARNING: this run FILLED NOTHING. Orders waiting for a supervisor: "
+                  f"{a['approval_requests']} (approve them, or run an unattended replay with -p approvals auto); "
+                  f"refused by risk: {sum(m['refusals'].values())}.", "!" * 100]
+    return "\n".join(lines)

@@ -13,7 +13,8 @@ from scipy import stats
 from ..config import Settings
 from ..analytics import metrics as M
 from ..analytics.drift import daily_ic, drift_report
-from ..models.base import Forecaster, make_forecaster
+from ..models.base import Forecaster
+from ..models.factory import make_forecaster
 from ..models.registry import ModelRegistry
 from .backtest import (Fold, walk_forward_folds, score_matrix, expected_return_matrix,
                                            weights_from_scores, config_hash)
