@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/python bench/pretrade.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,7 +2,6 @@
 promoted, a worse one is kept out; registry, audit ledger and summary record it), and a drift injected into one
 feature is detected and starts the real retrain job through papermill."""
 import json
-from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 from trading_lib.config import load_settings

@@ -1,10 +1,9 @@
 """Issue 14: `trading-lib schedule` runs nothing on an exchange holiday or a weekend (exchange-calendars XNYS), moves a
 weekly run to the week's last session, reports runs that did not happen, and its APScheduler jobs fire on sessions."""
 import datetime as dt
-import subprocess, sys
-import pandas as pd
+import subprocess
 from trading_lib.config import load_settings
-from trading_lib.schedule import planned_runs, parse_entry, SessionTrigger, History, missed_runs, report_missed, run_entry, build_scheduler, sessions
+from trading_lib.schedule import planned_runs, parse_entry, History, missed_runs, report_missed, run_entry, build_scheduler, sessions
 
 
 def test_holidays_and_weekends_have_no_runs():

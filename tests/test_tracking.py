@@ -1,7 +1,7 @@
 """Issue 14: a real MLflow tracking server started on 127.0.0.1 receives a retrain run's parameters, metrics (by gate,
 horizon and model), artefacts and code version through `trading-lib run`'s tracking step, and the registry's
 champion / challenger as MLflow registered-model aliases."""
-import json, os, signal, socket, subprocess, sys, time, urllib.request
+import os, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pandas as pd
 import pytest

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, re, subprocess, sys
 from dataclasses import dataclass
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import datetime, time as dtime, timezone
 from pathlib import Path
 import pandas as pd
 from .config import Settings, load_settings, project_root
@@ -101,7 +101,7 @@ def missed_runs(history: History, settings: Settings, now=None) -> pd.DataFrame:
     p = planned_runs(since.tz_convert("UTC").normalize(), now, settings)
     due = p[(p.run_at > since) & (p.run_at <= now - pd.Timedelta(seconds=settings.schedule.misfire_grace_seconds))]
     done = {(r["name"], str(pd.Timestamp(r["planned"]))) for r in history.records()}
-    return due[[(n, str(t)) not in done for n, t in zip(due.name, due.run_at)]].reset_index(drop=True)
+    return due[[(n, str(t)) not in done for n, t in zip(due.name, due.run_at, strict=True)]].reset_index(drop=True)
 
 def report_missed(history: History, missed: pd.DataFrame, reason: str) -> None:
     "Print each missed run to stderr and record it in the history with status `missed`."

@@ -358,7 +358,7 @@ def _register():
 
 _register()
 
-# %% ../../nbs/live/21_approvals.ipynb #55018c11
+# %% ../../nbs/live/21_approvals.ipynb #1d80eded
 from fastcore.basics import patch
 
 @patch
