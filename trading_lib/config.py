@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 # %% auto #0
 __all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
            'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings', 'ApprovalSettings',
-           'BrokerSettings', 'RedisSettings', 'DashboardSettings', 'DriftSettings', 'RetrainSettings',
-           'TrackingSettings', 'ScheduleSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError',
-           'project_root', 'load_settings']
+           'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings', 'DashboardSettings', 'DriftSettings',
+           'RetrainSettings', 'TrackingSettings', 'ScheduleSettings', 'Settings', 'Secrets', 'load_secrets',
+           'SettingsError', 'project_root', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -169,6 +169,20 @@ class RedisSettings(_Section):
     # embedded server's AOF fsync policy: always (no acknowledged write lost, ~3 ms a write) | everysec (≤ 1 s lost)
     appendfsync: Literal["always", "everysec"] = "always"
 
+class MetricsSettings(_Section):
+    "The live job's Prometheus endpoint (`live.metrics.LiveMetrics.serve`); scraped by ops/prometheus/prometheus.yml."
+    enabled: bool = True
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 only inside a container network
+    port: int = Field(9108, ge=0, le=65535)  # 0 = any free port (tests)
+
+class AlertSettings(_Section):
+    """Notifications to a person (`live.alerts`). The targets (apprise URLs, which carry tokens) come only from the
+    environment variable TRADING_ALERT_URLS, never from this file."""
+    approval_wait_minutes: float = Field(15, gt=0)  # a pending approval older than this is an alert
+    drawdown_warn_fraction: float = Field(0.8, gt=0, le=1)  # alert when drawdown > this fraction of risk.max_drawdown_pct
+    dedupe_seconds: float = Field(900, ge=0)  # the same alert key is sent at most once per window
+    max_per_minute: int = Field(6, ge=1)  # at most this many notifications in any 60 s
+
 class DashboardSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8866, ge=1, le=65535)
@@ -231,6 +245,8 @@ class Settings(_Section):
     approvals: ApprovalSettings = ApprovalSettings()
     broker: BrokerSettings = BrokerSettings()
     redis: RedisSettings = RedisSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    alerts: AlertSettings = AlertSettings()
     dashboard: DashboardSettings = DashboardSettings()
     drift: DriftSettings = DriftSettings()
     retrain: RetrainSettings = RetrainSettings()

@@ -8,7 +8,7 @@ import importlib, json, os, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['load_object', 'atomic_write_json']
+__all__ = ['load_object', 'atomic_write_json', 'jsonable', 'write_json']
 
 # %% ../nbs/00_util.ipynb #54bdde48
 def load_object(spec: str, root=None):
@@ -36,3 +36,19 @@ def atomic_write_json(path, obj, fsync: bool = True) -> Path:
         if fsync: os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+# %% ../nbs/00_util.ipynb #1ff24823
+def jsonable(o):
+    "`o` with NumPy scalars as Python numbers, non-finite floats as None, timestamps as ISO strings (recursively)."
+    import numpy as np, pandas as pd
+    if isinstance(o, (np.floating, float)): return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.integer): return int(o)
+    if isinstance(o, np.bool_): return bool(o)
+    if isinstance(o, pd.Timestamp): return o.isoformat()
+    if isinstance(o, dict): return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [jsonable(v) for v in o]
+    return o
+
+def write_json(path, obj) -> Path:
+    "Write `jsonable(obj)` to `path` atomically (see `atomic_write_json`)."
+    return atomic_write_json(path, jsonable(obj))

@@ -358,7 +358,7 @@ def _register():
 
 _register()
 
-# %% ../../nbs/live/21_approvals.ipynb #1d80eded
+# %% ../../nbs/live/21_approvals.ipynb #2fa780c2
 from fastcore.basics import patch
 
 @patch

@@ -22,8 +22,28 @@ from .state import LiveState, EVENT_KINDS
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs',
-           'live_summary']
+__all__ = ['log', 'FAULT_EXIT_CODE', 'NOT_SENT', 'fault_setting', 'fault_exit', 'LiveTrader', 'LiveSession', 'open_session',
+           'fit_latest_forecasts', 'session_report', 'write_live_outputs', 'live_summary']
+
+# %% ../../nbs/live/22_trader.ipynb #278b592e
+FAULT_EXIT_CODE = 137
+NOT_SENT = "broker:not_sent (unknown to the broker at restart: the crash came between the ledger and the broker)"
+
+def fault_setting(name: str, environ=None) -> int:
+    "The fault-injection count in environment variable `name` (0 = off). Raises ValueError for a non-integer."
+    import os
+    v = (environ if environ is not None else os.environ).get(name, "").strip()
+    if not v: return 0
+    try: k = int(v)
+    except ValueError: raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}") from None
+    if k < 1: raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
+    return k
+
+def fault_exit(where: str):
+    "Die at once, as a SIGKILL would: no cleanup, no flush (fault injection)."
+    import os, sys
+    sys.stderr.write(f"FAULT INJECTION: exiting {where}\n"); sys.stderr.flush()
+    os._exit(FAULT_EXIT_CODE)
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
@@ -35,7 +55,7 @@ class LiveTrader:
     def __init__(self, settings: Settings, run_id: str, market, forecasts: pd.DataFrame | None, broker, state: LiveState,
                  queue: ApprovalQueue, ledger, job: str = "live", approval_wait_seconds: float = 0.0,
                  poll_seconds: float = 0.1, circuit_breakers: bool = True, identity: str = "live-job",
-                 strategy: Strategy | None = None, auto_approve: bool = False):
+                 strategy: Strategy | None = None, auto_approve: bool = False, metrics=None, alerter=None):
         self.s, self.run_id, self.broker, self.state, self.queue, self.ledger = settings, run_id, broker, state, queue, ledger
         self.job, self.approval_wait, self.poll, self.identity = job, float(approval_wait_seconds), poll_seconds, identity
         self.close = to_panel(market.bars, "close")
@@ -54,6 +74,13 @@ class LiveTrader:
         self.policy = ApprovalPolicy(settings.approvals)
         self.auto_approve = auto_approve  # unattended replay: approvals granted as `replay:auto`, recorded in the ledger
         self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
+        self.metrics, self.alerter = metrics, alerter  # optional: Prometheus metrics and alerts (see open_session)
+        self.unresolved: dict[str, Order] = {}  # recorded as sent, unknown to the broker at restart: looked up every session
+        # deterministic fault injection for crash tests (read only by the live job): die after the k-th ledger append of
+        # this process, or right after the broker accepted the k-th order (before anything else is recorded)
+        self._appends, self._submits = 0, 0
+        self._fault_after_appends = fault_setting("TRADING_FAULT_AFTER_APPENDS")
+        self._fault_after_submits = fault_setting("TRADING_FAULT_AFTER_SUBMITS")
         self.orders: dict[str, Order] = {}  # in-flight and pending orders of this run
         self.done: dict[str, Order] = {}  # terminal orders of this process
         self.traded: set = set()
@@ -66,6 +93,8 @@ class LiveTrader:
     def _record(self, kind: str, payload: dict, stream_kind: str | None = None):
         "Ledger (raises LedgerError → caller must not act), then the event stream."
         rec = self.ledger.append(kind, payload)
+        self._appends += 1
+        if self._fault_after_appends and self._appends >= self._fault_after_appends: fault_exit(f"after ledger append {self._appends} ({kind})")
         if kind == "order": self._recorded[payload["order"]["client_order_id"]] = payload["order"]["state"]
         sk = stream_kind or (kind if kind in EVENT_KINDS else "state")
         try: self.state.emit(sk, payload | {"ledger_kind": kind, "ledger_seq": rec.seq})
@@ -112,8 +141,26 @@ class LiveTrader:
         if self.state.trading_state() is None:
             self.state.set_trading_state(TradingState.ACTIVE, self.identity, f"first start of run {self.run_id}")
         self.orders, known_pos = self._restore()
+        now_ts = pd.Timestamp.now(tz="UTC")
+        self.unresolved = {cid: o for cid, o in self.done.items() if str(o.reason or "").startswith(NOT_SENT)}  # earlier restarts
+        for cid, o in list(self.orders.items()):
+            if o.state in IN_FLIGHT and self.broker.get_order(cid) is None:
+                # the ledger says "sending", the broker (looked up by client_order_id) never got it: the crash came
+                # between the ledger and the broker. Recorded as not sent; the id is never re-used (the session's
+                # re-run sends a new attempt) and it is looked up again every session: a late acceptance is adopted.
+                o.reject(NOT_SENT, at=now_ts)
+                self._record("order", dict(order=o.to_dict(), action="not_sent"), "alert")
+                self.orders.pop(cid); self.done[cid] = o; self.unresolved[cid] = o
+        known_fills = {cid: {f.trade_id for f in o.fills} for cid, o in self.orders.items()}
         rep = reconcile(self.broker, self.orders, known_pos)
-        self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary()), "alert" if not rep.ok else "state")
+        for cid, o in self.orders.items():  # fills the broker made before the crash that never reached the ledger
+            for f in o.fills:
+                if f.trade_id in known_fills.get(cid, set()): continue
+                self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side, trade_id=f.trade_id,
+                                          qty=f.qty, price=f.price, commission=f.commission, timestamp=str(f.timestamp), recovered=True))
+                self.traded.add(o.symbol)
+        self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary(), not_sent=sorted(self.unresolved)),
+                     "alert" if not rep.ok else "state")
         for o in list(self.orders.values()): self._save(o)
         if not rep.ok: raise ReconcileError(f"reconciliation failed, not trading: {rep.summary()}")
         self.traded |= {s for s, q in self.broker.positions().items() if q}
@@ -122,6 +169,17 @@ class LiveTrader:
 
     # ---- the step --------------------------------------------------------------------------------------------------
     def _sync_orders(self, ts):
+        for cid, o in list(self.unresolved.items()):  # recorded as not sent: a late acceptance is adopted as ours
+            bo = self.broker.get_order(cid)
+            if bo is None: continue
+            d = o.to_dict() | dict(state="submitted", reason=None)
+            adopted = Order.from_dict(d); bo.apply_to(adopted, at=ts)
+            self._record("alert", dict(run_id=self.run_id, client_order_id=cid, alert="order accepted late by the broker: adopted as ours"))
+            self.unresolved.pop(cid); self.done.pop(cid, None); self.orders[cid] = adopted
+            for f in adopted.fills:
+                self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side, trade_id=f.trade_id,
+                                          qty=f.qty, price=f.price, commission=f.commission, timestamp=str(f.timestamp)))
+            self._save(adopted)
         for cid, o in list(self.orders.items()):
             if o.state not in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED): continue
             bo = self.broker.get_order(cid)
@@ -166,7 +224,9 @@ class LiveTrader:
         o.mark_submitted(at=ts)
         self._record("order", dict(order=o.to_dict(), action="send"))  # raises → nothing sent
         self._save(o)
-        try: bo = self.broker.submit(o)
+        try:
+            bo = self.broker.submit(o); self._submits += 1
+            if self._fault_after_submits and self._submits >= self._fault_after_submits: fault_exit(f"after broker accepted order {self._submits}")
         except DuplicateClientOrderId: bo = self.broker.get_order(o.client_order_id)
         except OrderStatusUnknown as e:
             self._record("alert", dict(client_order_id=o.client_order_id, alert=f"order status unknown: {e}")); return
@@ -233,8 +293,8 @@ class LiveTrader:
                 self._record("risk_verdict", dict(run_id=self.run_id, session=str(ts), symbol=sym, qty=float(np.nan_to_num(q)),
                                                   reason=Reason(c).name), "risk_refusal")
                 continue
-            o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), created_at=ts)
-            if o.client_order_id in self.orders or o.client_order_id in self.done: continue  # re-run of a session
+            o = self._new_order(ts, sym, q)
+            if o is None: continue  # re-run of a session: this order exists already
             self.counts["orders"] += 1
             ci = float(conf[i]) if conf is not None and np.isfinite(conf[i]) else (None if conf is not None else 1.0)
             reasons = self.policy.needs_approval(o, float(plan.notional[j]), float(plan.weight_change[j]), ci,
@@ -249,12 +309,27 @@ class LiveTrader:
                                                     target_weight=float(plan.weights[i]), session=str(ts)))
                 self._save(o)
                 if self.auto_approve:
-                    self.queue.approve(o.client_order_id, "replay:auto", "unattended replay (-p approvals auto)")
+                    self.queue.approve(o.client_order_id, "replay:auto")
                     self.counts["auto_approved"] += 1
             else:
                 self.risk.remember(now, [i], [q]); self._send(o, ts)
         if self.auto_approve: self._process_approvals(ts, now)
         return True
+
+    def _new_order(self, ts, sym: str, q: float) -> Order | None:
+        """The order for (session, symbol), or None when this session already has one. Attempt 0 normally; after an
+        attempt recorded as not sent (a crash between ledger and broker), the next attempt — an id is never re-used."""
+        a = 0
+        while True:
+            o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), attempt=a, created_at=ts)
+            prev = self.orders.get(o.client_order_id) or self.done.get(o.client_order_id)
+            if prev is None: return o
+            if o.client_order_id not in self.unresolved: return None
+            a += 1
+
+    def _timed_decide(self, t, ts, now) -> bool:
+        if self.metrics is None: return self._decide(t, ts, now)
+        with self.metrics.time_decision(): return self._decide(t, ts, now)
 
     def _record_inputs(self, ts, d):
         "Ledger records of what the decision read (the forecasts' hash, for a forecast strategy) and the target weights."
@@ -308,6 +383,11 @@ class LiveTrader:
         self.state.set_last_prices(prices, ts)
         changed = self.engine.mark(ts, now, np.where(ok, row, np.nan), equity=float(acct.equity))  # the one step's marks + breakers
         self.equity = self.engine.equity; self.counts["sessions"] += 1
+        if self.metrics is not None:
+            self.metrics.set_equity(self.equity, self.sm.peak_equity, self.sm.day_start_equity); self.metrics.set_session(ts)
+            self.metrics.heartbeat()
+        if self.alerter is not None:
+            self.alerter.check_live(self.state, self.queue, self.run_id, self.s, drawdown=1 - self.equity / self.sm.peak_equity)
         self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
         if changed is not None:
             ch = self.sm.changes[-1]
@@ -325,7 +405,7 @@ class LiveTrader:
         elif bad.any():
             self._record("alert", dict(run_id=self.run_id, session=str(ts), alert="no decision this session: market data failed validation",
                                        symbols=[self.symbols[i] for i in np.flatnonzero(bad)]))
-        elif self._decide(t, ts, now) and self.approval_wait > 0:
+        elif self._timed_decide(t, ts, now) and self.approval_wait > 0:
             self._wait_for_approvals(ts, now)
         self.state.r.set(self._last_session_key, ts.isoformat())
 
@@ -355,6 +435,9 @@ class LiveTrader:
             try: self.queue.expire(cid, self.identity, f"{why}: run {self.run_id}")
             except ApprovalError: pass  # decided meanwhile: the ledger has the decision; the order stays as the queue says
             o.expire(at=ts); self._save(o); out.append(cid)
+        if self.alerter is not None:
+            fills = sum(1 for o in list(self.done.values()) + list(self.orders.values()) if o.filled_qty > 0)
+            self.alerter.run_ended(self.run_id, sessions=self.counts["sessions"], fills=fills, orders=self.counts["orders"])
         return out
 
 # %% ../../nbs/live/22_trader.ipynb #edcd5d63
@@ -368,9 +451,14 @@ class LiveSession:
     queue: ApprovalQueue
     broker: object
     state_dir: Path
+    metrics: object = None  # live.metrics.LiveMetrics (Prometheus endpoint), when enabled in settings
+    alerter: object = None  # live.alerts.Alerter (targets from TRADING_ALERT_URLS)
 
     def close(self):
         from trading_lib.live.state import close_redis
+        if self.metrics is not None: self.metrics.set_running(False)
+        if self.alerter is not None: self.alerter.flush(10)
+        if self.metrics is not None: self.metrics.stop()
         close_redis(self.redis)
 
 def open_session(settings: Settings, run_id: str, mode: str = "replay", root=None, url_override: str | None = None) -> LiveSession:
@@ -386,8 +474,12 @@ def open_session(settings: Settings, run_id: str, mode: str = "replay", root=Non
     if mode == "live" and (settings.broker.mode != "live" or not settings.broker.live_armed):
         raise BrokerConfigError("mode=live needs broker.mode=live and broker.live_armed=true in settings (two explicit flags)")
     root = Path(root) if root else project_root()
+    from trading_lib.live.metrics import LiveMetrics, MeteredLedger
+    from trading_lib.live.alerts import Alerter
     r = connect_redis(settings, appendfsync=settings.redis.appendfsync)
-    ledger = Ledger(default_ledger_path(settings))
+    metrics = LiveMetrics.from_settings(settings, run_id, mode=mode, broker="simulated" if mode == "replay" else "alpaca")
+    alerter = Alerter.from_env(settings)
+    ledger = MeteredLedger(Ledger(default_ledger_path(settings)), metrics, alerter)  # every record counted and alerted on
     state = LiveState(r, ledger=ledger)
     queue = ApprovalQueue(r, ledger, settings.approvals.expiry_seconds)
     state_dir = Path(settings.redis.embedded_dir if Path(settings.redis.embedded_dir).is_absolute() else root / settings.redis.embedded_dir).parent / "state" / run_id
@@ -398,7 +490,9 @@ def open_session(settings: Settings, run_id: str, mode: str = "replay", root=Non
             state.release_kill_switch("live-job (replay init)", "offline replay on the simulated broker: kill switch initialised")
     else:
         broker = AlpacaBroker(settings, url_override=url_override)
-    return LiveSession(settings, run_id, r, state, ledger, queue, broker, state_dir)
+    metrics.watch(state, queue, run_id=run_id, job="live")
+    metrics.serve_from_settings(settings)
+    return LiveSession(settings, run_id, r, state, ledger, queue, broker, state_dir, metrics, alerter)
 
 # %% ../../nbs/live/22_trader.ipynb #7bf63736
 def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = None, registry_root=None,
@@ -407,7 +501,7 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     there is one (`use_champion`; its feature schema must match, else `SchemaMismatchError`), otherwise a model fitted
     on history with realised labels only (same embargo and validation purge as the walk-forward), which is then
     registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry)."""
-    from trading_lib.research.pipeline import build_dataset
+    from trading_lib.features import build_dataset
     from trading_lib.models.factory import make_forecaster
     from trading_lib.models.registry import ModelRegistry
     from trading_lib.config import project_root
@@ -464,7 +558,7 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
     `expired`: the client_order_ids `LiveTrader.finish` expired."""
     from trading_lib.live.audit import verify
     from trading_lib.analytics.metrics import performance_summary
-    from trading_lib.research.backtest import write_json
+    from trading_lib.util import write_json
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     history.to_parquet(run_dir / "equity.parquet")
     orders = [o.to_dict() for o in list(trader.done.values()) + list(trader.orders.values())]

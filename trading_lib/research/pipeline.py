@@ -12,8 +12,8 @@ from ..config import Settings, load_settings, project_root
 from .backtest import walk_forward, evaluate, run_metadata, summary_table, write_json, _jsonable
 
 # %% auto #0
-__all__ = ['PARAMETER_KEYS', 'settings_from_parameters', 'StageTimer', 'build_dataset', 'pick_device', 'save_train_outputs',
-           'model_comparison', 'load_forecasts', 'backtest_settings', 'run_backtest_stage']
+__all__ = ['PARAMETER_KEYS', 'settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'model_comparison',
+           'load_forecasts', 'backtest_settings', 'run_backtest_stage']
 
 # %% ../../nbs/research/18_pipeline.ipynb #ffe1c6ba
 PARAMETER_KEYS = {
@@ -48,13 +48,7 @@ class StageTimer:
         finally: self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
 
 # %% ../../nbs/research/18_pipeline.ipynb #f6c6909f
-def build_dataset(market, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Features and labels of `market` (a `data.MarketData`): (timestamp, symbol)-indexed DataFrames."
-    from trading_lib.features import compute_features, make_labels
-    vix = market.vix if settings.features.use_vix else None
-    feats = compute_features(market.bars, market.benchmark, vix, beta_window=settings.features.beta_window)
-    labels = make_labels(market.bars, settings.models.horizons)
-    return feats, labels
+from ..features import build_dataset  # noqa: F401  (the jobs' stage; defined with the features)
 
 def pick_device(pref: str = "auto") -> str:
     import torch

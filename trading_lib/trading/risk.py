@@ -98,7 +98,7 @@ class PreTradeRisk:
         # position weight after this order (with working orders), per order
         w_after = np.abs(pos_before + qty) * px / equity
         increases = np.abs(pos_before + qty) > np.abs(pos_before) + 1e-12
-        refuse(increases & (w_after > L.max_position_weight), Reason.MAX_POSITION_WEIGHT)
+        refuse(increases & (w_after > L.max_position_weight + 1e-9), Reason.MAX_POSITION_WEIGHT)  # 1e-9: a target AT the limit passes whatever the rounding
         self._check_duplicates_and_rate(now, sym_idx, qty, code)
         self._check_exposure(sym_idx, qty, last_price, positions, open_qty, equity, code)
         acc = code == 0
