@@ -13,7 +13,8 @@ from .config import Settings, load_settings, project_root
 
 # %% auto #0
 __all__ = ['Entry', 'parse_entry', 'sessions', 'planned_runs', 'SessionTrigger', 'History', 'missed_runs', 'report_missed',
-           'run_entry', 'build_scheduler', 'planned_at', 'add_schedule_args', 'schedule_handler']
+           'run_entry', 'build_scheduler', 'planned_at', 'add_monitor_args', 'monitor_handler', 'add_schedule_args',
+           'schedule_handler']
 
 # %% ../nbs/32_schedule.ipynb #6a2b3139
 _ENTRY = re.compile(r"^([A-Za-z0-9_-]+)@(\d{1,2}):(\d{2})/([DWM])$")
@@ -144,6 +145,45 @@ def planned_at(entry: Entry, settings: Settings, now=None) -> pd.Timestamp:
     p = planned_runs(now - pd.Timedelta(days=40), now, settings.replace(schedule__entries=[f"{entry.name}@{entry.at:%H:%M}/{entry.freq}"]))
     return p[p.run_at <= now].run_at.iloc[-1]
 
+# %% ../nbs/32_schedule.ipynb #a1b2c3d5
+from .models.registry import ModelRegistry
+from .research.retrain import monitor_model, act_on_drift
+
+def add_monitor_args(p):
+    "Arguments of `trading-lib monitor`."
+    p.add_argument("--model", action="append", default=None, help="model name (repeatable; default: settings models.names)")
+    p.add_argument("--registry", default=None, help="registry root (default runs/registry)")
+    p.add_argument("--ledger", default=None, help="audit ledger (default runs/live/ledger.sqlite)")
+    p.add_argument("--no-trigger", action="store_true", help="report only; do not start the retrain job")
+
+def monitor_handler(a) -> int:
+    "Run `trading-lib monitor`: 0 = no drift, 3 = drift (an alert through `live.alerts`, retrain started unless --no-trigger), 2 = nothing to monitor."
+    from trading_lib.config import load_settings, project_root
+    from trading_lib.data.sources import load_market
+    from trading_lib.research.pipeline import build_dataset
+    from trading_lib.jobs import run_job
+    from trading_lib.live.audit import Ledger
+    from trading_lib.live.alerts import Alerter
+    settings = load_settings(); root = project_root()
+    reg = ModelRegistry(a.registry or root / "runs" / "registry")
+    names = [n for n in (a.model or settings.models.names) if "champion" in reg.aliases(n)]
+    if not names: print("error: no champion in the registry to monitor", file=sys.stderr); return 2
+    market = load_market(settings); feats, labels = build_dataset(market, settings)
+    led_path = Path(a.ledger or root / "runs" / "live" / "ledger.sqlite"); led_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger, drifted, alerter = Ledger(led_path), [], Alerter.from_env(settings)
+    for n in names:
+        rep = monitor_model(feats, labels, reg, n, settings, validation_report=market.validation_report)
+        print(f"{n}@{reg.resolve(n, 'champion')}: {'DRIFT' if rep.breached else 'no drift'}", *[f"  {b}" for b in rep.breaches], sep="\n")
+        if act_on_drift(rep, n, reg.resolve(n, "champion"), ledger):
+            drifted.append(n)
+            alerter.notify(f"drift:{n}", f"drift in {n}@{reg.resolve(n, 'champion')}: " + ("retrain not started (--no-trigger)" if a.no_trigger else "retrain started"), "\n".join(rep.breaches))
+    if drifted and not a.no_trigger:
+        d = run_job("retrain", {"models": drifted, "registry": str(reg.root), "ledger": str(led_path)}, progress=False)
+        print((d / "summary.txt").read_text()); print(f"retrain run: {d}")
+    alerter.flush(30)
+    return 3 if drifted else 0
+
+
 # %% ../nbs/32_schedule.ipynb #ea23eeef
 def add_schedule_args(p):
     "Arguments of `trading-lib schedule`."
@@ -175,5 +215,6 @@ def schedule_handler(a) -> int:
 def _register():
     from trading_lib.jobs import register_command
     register_command("schedule", add_schedule_args, schedule_handler)
+    register_command("monitor", add_monitor_args, monitor_handler)
 
 _register()

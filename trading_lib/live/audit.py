@@ -29,7 +29,7 @@ class CanonicalJSONError(ValueError):
 
 # %% auto #0
 __all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'LedgerError', 'LedgerCorrupt', 'CanonicalJSONError', 'canonical_json',
-           'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'Ledger', 'SqliteLedger']
+           'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'LedgerEmpty', 'Ledger', 'SqliteLedger']
 
 # %% ../../nbs/live/19_audit.ipynb #d513c8b7
 def _plain(x: Any, path: str):
@@ -163,6 +163,9 @@ def verify(path: str | Path, expected_head: tuple[int, str] | None = None) -> Ve
     ledger still reaches that head unchanged (catches truncation and rewrites). Reports; never modifies the file."""
     path = Path(path)
     if not path.exists(): return VerifyResult(False, 0, 0, f"{path}: no such ledger")
+    if path.is_dir(): return VerifyResult(False, 0, 0, f"{path}: is a directory; give the ledger file itself (e.g. {path / 'ledger.sqlite'})")
+    if is_sqlite_path(path) and path.stat().st_size == 0:
+        return VerifyResult(False, 0, 0, f"{path}: 0-byte file, not a SQLite ledger (a ledger made by Ledger is never empty on disk): truncated or made by hand")
     if is_sqlite_path(path): return _verify_sqlite(path, expected_head)
     lp = _lock_path(path)
     lf = open(lp, "rb") if lp.exists() else None
@@ -180,6 +183,16 @@ def _utc_iso(ts) -> str:
     if t is pd.NaT or t.tzinfo is None: raise LedgerError(f"ledger timestamp {ts!r} must be tz-aware (UTC)")
     return t.tz_convert("UTC").isoformat()
 
+class LedgerEmpty(RuntimeError):
+    "An existing 0-byte file opened as a ledger without `allow_empty=True`."
+
+def _refuse_empty(path: Path, allow_empty: bool, made_here: bool):
+    """A 0-byte file that this code did not create is refused: an emptied ledger (truncated, or replaced by `touch`)
+    would otherwise start a fresh chain silently. `allow_empty=True` says it was made empty on purpose."""
+    if allow_empty or not path.exists() or path.is_dir() or path.stat().st_size or made_here: return
+    raise LedgerEmpty(f"audit ledger {path}: an existing 0-byte file that Ledger did not create (truncated, or made by hand?); "
+                      f"restore the ledger, or open it with allow_empty=True if it was created empty on purpose")
+
 def _fsync_dir(d: Path):
     fd = os.open(d, os.O_RDONLY)
     try: os.fsync(fd)
@@ -189,14 +202,17 @@ class Ledger:
     """Append-only, hash-chained ledger at `path`, created with its parent folders if missing. A `.sqlite` / `.sqlite3` /
     `.db` path gives a `SqliteLedger` (the default store); any other path a JSON-lines file, with a sibling
     `<name>.lock` file that serialises appends across threads and processes. Opening verifies the whole chain: a corrupt
-    or torn ledger opens for reading, but `append` raises `LedgerCorrupt`; `repair=True` repairs a torn tail only."""
+    or torn ledger opens for reading, but `append` raises `LedgerCorrupt`; `repair=True` repairs a torn tail only.
+    An existing 0-byte file that a Ledger did not create (a JSON-lines file without its `.lock`, any 0-byte SQLite
+    file) raises `LedgerEmpty` unless `allow_empty=True`."""
     def __new__(cls, path: str | Path, *args, **kwargs):
         if cls is Ledger and is_sqlite_path(path): cls = SqliteLedger
         return super().__new__(cls)
 
-    def __init__(self, path: str | Path, repair: bool = False):
+    def __init__(self, path: str | Path, repair: bool = False, allow_empty: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_empty(self.path, allow_empty, made_here=_lock_path(self.path).exists())
         if not self.path.exists():
             with open(self.path, "ab") as f: os.fsync(f.fileno())
             _fsync_dir(self.path.parent)
@@ -319,9 +335,10 @@ CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
 class SqliteLedger(Ledger):
     """The `Ledger` in a SQLite file (see above); same API and record bytes as the JSON-lines store. `busy_timeout`:
     seconds an append waits for another writer's transaction before failing with `LedgerError`."""
-    def __init__(self, path: str | Path, repair: bool = False, busy_timeout: float = 30.0):
+    def __init__(self, path: str | Path, repair: bool = False, busy_timeout: float = 30.0, allow_empty: bool = False):
         self.path, self.busy_timeout = Path(path), busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_empty(self.path, allow_empty, made_here=False)  # SQLite would silently turn it into a new, empty ledger
         self._connect()
         try:
             with self._locked():
@@ -407,13 +424,15 @@ def _parse_head(s: str | None):
 
 def _audit_args(p):
     p.add_argument("action", choices=["verify", "head"], help="verify: check the hash chain; head: print SEQ:HASH")
-    p.add_argument("path", help="the ledger (.sqlite/.sqlite3/.db = SQLite, else JSON lines)")
+    p.add_argument("path", help="the ledger file (.sqlite/.sqlite3/.db = SQLite, else JSON lines), not its folder")
     p.add_argument("--head", default=None, metavar="SEQ:HASH", help="verify: a head kept elsewhere (catches truncation)")
 
 def _audit_handler(a) -> int:
     import sys
     path = Path(a.path)
     if not path.exists(): print(f"error: {path}: no such ledger", file=sys.stderr); return 2
+    if path.is_dir():
+        print(f"error: {path} is a directory: audit {a.action} needs the ledger file itself (e.g. {path / 'ledger.sqlite'})", file=sys.stderr); return 2
     try: head = _parse_head(a.head)
     except ValueError as e: print(f"error: {e}", file=sys.stderr); return 2
     v = verify(path, expected_head=head)
