@@ -11,14 +11,21 @@ import yaml
 from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, project_root
 
 # %% auto #0
-__all__ = ['JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
+__all__ = ['EXIT_CODES', 'JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
            'register_command', 'track_run', 'main']
 
 # %% ../nbs/25_jobs.ipynb #4c52fbcc
 class JobFailed(RuntimeError):
-    "A scheduled notebook failed; the message names the job, the cell and the error, `run_dir` holds the partial output."
-    def __init__(self, msg, run_dir=None, cell=None):
-        super().__init__(msg); self.run_dir, self.cell = run_dir, cell
+    """A scheduled notebook failed; the message names the job, the cell and the error, `run_dir` holds the partial
+    output, `ename` the exception's class name and `evalue` its message (from the notebook)."""
+    def __init__(self, msg, run_dir=None, cell=None, ename=None, evalue=None):
+        super().__init__(msg); self.run_dir, self.cell, self.ename, self.evalue = run_dir, cell, ename, evalue
+
+EXIT_CODES = {"StateUnavailable": 3, "LedgerHeadMismatch": 4, "LedgerCorrupt": 4}
+"""Exit codes of `trading-lib run` beyond 0 (done), 1 (the job failed) and 2 (bad command or parameters), by the
+exception that stopped the notebook: 3 = HALTED, the live state (Redis) is unreachable — the ledger has a `state`
+record of the halt; bring Redis back and rerun with the same `run_id` to resume; 4 = the audit ledger is broken or
+does not reach a head an earlier run recorded — not trading; investigate before anything else."""
 
 _SECRET_PARAM = re.compile(r"(key|secret|token|password|passwd)", re.I)
 
@@ -142,7 +149,7 @@ def run_job(job: str, parameters: dict | None = None, root: str | Path | None = 
         (run_dir / "error.json").write_text(json.dumps(dict(job=job, cell_index=e.cell_index, exec_count=e.exec_count,
                                                              ename=e.ename, evalue=e.evalue, seconds=time.time() - t0)))
         _make_read_only(run_dir)
-        raise JobFailed(msg, run_dir, e.cell_index) from None
+        raise JobFailed(msg, run_dir, e.cell_index, e.ename, e.evalue) from None
     _make_read_only(run_dir)
     return run_dir
 
@@ -173,7 +180,10 @@ def _run_handler(a) -> int:
     params = {k: parse_param(v) for k, v in a.parameter}
     try: d = run_job(a.job, params, kernel=a.kernel, cell_timeout=a.cell_timeout, progress=not a.no_progress)
     except JobFailed as e:
-        print(f"FAILED: {e}", file=sys.stderr); return 1
+        code = EXIT_CODES.get(e.ename, 1)
+        if code == 3: print(f"HALTED (exit 3): {e.evalue}\npartial notebook: {e.run_dir}", file=sys.stderr)
+        else: print(f"FAILED (exit {code}): {e}", file=sys.stderr)
+        return code
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     summary = d / "summary.txt"
@@ -207,7 +217,7 @@ register_command("run", _add_run_args, _run_handler)
 def _load_plugins():
     "Import the modules that register sub-commands (they are optional: a missing module just has no command)."
     import importlib
-    for m in ("trading_lib.live.audit", "trading_lib.live.approvals", "trading_lib.schedule"):
+    for m in ("trading_lib.live.audit", "trading_lib.live.state", "trading_lib.live.approvals", "trading_lib.schedule"):
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise

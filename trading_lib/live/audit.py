@@ -24,12 +24,16 @@ class LedgerError(RuntimeError):
 class LedgerCorrupt(LedgerError):
     "The ledger's chain is broken or its tail is torn: appends are refused until it is repaired or quarantined."
 
+class LedgerHeadMismatch(LedgerCorrupt):
+    "The ledger no longer reaches, or differs at, a head that an earlier run recorded: a cut tail or a recomputed chain."
+
 class CanonicalJSONError(ValueError):
     "A payload value that has no single canonical JSON form (NaN, ±inf, naive datetime, non-string key, set, ...)."
 
 # %% auto #0
-__all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'LedgerError', 'LedgerCorrupt', 'CanonicalJSONError', 'canonical_json',
-           'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'LedgerEmpty', 'Ledger', 'SqliteLedger']
+__all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'LedgerError', 'LedgerCorrupt', 'LedgerHeadMismatch', 'CanonicalJSONError',
+           'canonical_json', 'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'LedgerEmpty',
+           'Ledger', 'SqliteLedger', 'recorded_heads', 'verify_against_last_head']
 
 # %% ../../nbs/live/19_audit.ipynb #d513c8b7
 def _plain(x: Any, path: str):
@@ -448,3 +452,60 @@ def _register():
     register_command("audit", _audit_args, _audit_handler)
 
 _register()
+
+# %% ../../nbs/live/19_audit.ipynb #dbec2a05
+def recorded_heads(ledger_path: str | Path, runs_dir: str | Path) -> list[tuple[int, str, Path]]:
+    """(seq, hash, metrics.json) of each head recorded for the ledger at `ledger_path` by runs under `runs_dir`
+    (`runs_dir/*/metrics.json` whose `ledger.path` resolves to `ledger_path` and whose `ledger.head` is "SEQ:HASH"),
+    sorted by seq. An unreadable metrics.json or head raises `LedgerError` naming the file."""
+    target, out = Path(ledger_path).resolve(), []
+    for m in sorted(Path(runs_dir).glob("*/metrics.json")):
+        try: led = json.loads(m.read_text()).get("ledger") or {}
+        except (OSError, ValueError) as e: raise LedgerError(f"{m}: unreadable run metrics ({e})") from None
+        if not isinstance(led, dict) or not led.get("head") or not led.get("path"): continue
+        if Path(led["path"]).resolve() != target: continue
+        try: seq, h = _parse_head(str(led["head"]))
+        except ValueError as e: raise LedgerError(f"{m}: ledger.head: {e}") from None
+        if seq >= 0: out.append((seq, h, m))
+    return sorted(out, key=lambda x: x[0])
+
+def _hashes_at(path: Path, seqs: set) -> dict[int, str]:
+    "seq -> stored hash for the wanted seqs (one read pass; SQLite by key)."
+    if not seqs: return {}
+    if is_sqlite_path(path):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try: rows = con.execute(f"SELECT seq, line FROM ledger WHERE seq IN ({','.join('?' * len(seqs))})", sorted(seqs)).fetchall()
+        finally: con.close()
+        return {k: Record.from_line(line).hash for k, line in rows}
+    out = {}
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            if i in seqs: out[i] = Record.from_line(raw).hash
+    return out
+
+def verify_against_last_head(ledger_path: str | Path, runs_dir: str | Path) -> VerifyResult:
+    """Before trading: verify the chain of `ledger_path` and that it still contains, unchanged, every head that runs under
+    `runs_dir` recorded for it (`recorded_heads`). Returns the `VerifyResult` (ok; `head` = the ledger's head now).
+    Raises `LedgerCorrupt` when the chain itself is broken, `LedgerHeadMismatch` when the ledger ends before a recorded
+    head (cut tail, replaced ledger) or differs at one (recomputed chain); the message names the run's metrics.json.
+    With no recorded head (a first run) only the chain is checked."""
+    path = Path(ledger_path)
+    heads = recorded_heads(path, runs_dir)
+    if not path.exists():
+        if not heads: return VerifyResult(True, 0)  # the first run: no ledger yet, nothing recorded
+        seq, h, m = heads[-1]
+        raise LedgerHeadMismatch(f"audit ledger {path} does not exist but run {m.parent.name} recorded head {seq}:{h[:12]}… "
+                                 f"({m}): the ledger was removed; not trading")
+    v = verify(path)
+    if not v.ok: raise LedgerCorrupt(f"audit ledger {path}: {v.reason}; not trading")
+    if not heads: return v
+    seq, h, m = heads[-1]
+    if seq > v.head[0]:
+        raise LedgerHeadMismatch(f"audit ledger {path} ends at seq {v.head[0]} but run {m.parent.name} recorded head "
+                                 f"{seq}:{h[:12]}… ({m}): records were cut from its tail or the ledger was replaced; not trading")
+    stored = _hashes_at(path, {s for s, _, _ in heads})
+    for seq, h, m in heads:
+        if stored.get(seq) != h:
+            raise LedgerHeadMismatch(f"audit ledger {path}: seq {seq} has hash {str(stored.get(seq))[:12]}… but run "
+                                     f"{m.parent.name} recorded {h[:12]}… ({m}): the chain was rewritten; not trading")
+    return v

@@ -17,7 +17,7 @@ from ..trading.orders import Order, OrderState, IN_FLIGHT, TERMINAL
 from ..execution.brokers import (DuplicateClientOrderId, OrderStatusUnknown, OrderRejected, BrokerUnavailable,
                                  OrderNotCancelable, OrderNotFound, reconcile, ReconcileError)
 from .approvals import ApprovalPolicy, ApprovalQueue
-from .state import LiveState, EVENT_KINDS
+from .state import LiveState, EVENT_KINDS, STATE_DOWN, state_unavailable_halt
 
 log = logging.getLogger("trading_lib.live.trader")
 
@@ -135,12 +135,24 @@ class LiveTrader:
             else: self.done[cid] = o
         return known, {k: v for k, v in pos.items() if abs(v) > 1e-9}
 
+    def _drop_lost_requests(self):
+        """Issue 16.4: Redis died between the ledger's `pending_approval` record and the queue's request, so no person
+        can ever decide the order: it is recorded expired (`supervisor:approval_request_lost`); the next decision re-plans."""
+        from trading_lib.live.approvals import ApprovalError
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.get(cid)
+            except ApprovalError:
+                o.expire("supervisor:approval_request_lost", at=o.created_at)
+                self._record("order", dict(order=o.to_dict(), action="approval_request_lost")); self._save(o)
+
     def start(self) -> pd.Timestamp | None:
         """Reconcile with the broker before trading; returns the last completed session (None on a first start).
         Raises `ReconcileError` (and records it) when the broker disagrees: the job must not trade."""
         if self.state.trading_state() is None:
             self.state.set_trading_state(TradingState.ACTIVE, self.identity, f"first start of run {self.run_id}")
         self.orders, known_pos = self._restore()
+        self._drop_lost_requests()  # issue 16.4
         now_ts = pd.Timestamp.now(tz="UTC")
         self.unresolved = {cid: o for cid, o in self.done.items() if str(o.reason or "").startswith(NOT_SENT)}  # earlier restarts
         for cid, o in list(self.orders.items()):
@@ -164,6 +176,8 @@ class LiveTrader:
         for o in list(self.orders.values()): self._save(o)
         if not rep.ok: raise ReconcileError(f"reconciliation failed, not trading: {rep.summary()}")
         self.traded |= {s for s, q in self.broker.positions().items() if q}
+        snap = self.state.load_breakers(self.run_id) if self.circuit_breakers else None  # issue 16.7: peak survives a restart
+        if snap is not None: self.sm.restore(snap)
         last = self.state.r.get(self._last_session_key)
         return pd.Timestamp(last) if last else None
 
@@ -355,16 +369,20 @@ class LiveTrader:
             self._process_approvals(ts, now)
 
     def _session_gate(self, ts, row) -> np.ndarray:
-        """Validate the session's bars as they arrive (the load-time gate's rules for one bar): a price that is
-        infinite or ≤ 0, or a one-bar move beyond `data.max_abs_return` from the last valid price, is refused —
-        recorded as an alert naming symbol, timestamp, field and value — and never used. (N,) bool of refused symbols."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            move = np.abs(row / self.last_price - 1)
-        present = ~np.isnan(row)
-        bad = present & (~np.isfinite(row) | (row <= 0) | (np.isfinite(self.last_price) & (move > self.s.data.max_abs_return)))
-        for i in np.flatnonzero(bad):
-            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", symbol=self.symbols[i], timestamp=str(ts),
-                                       field="close", value=str(row[i]), last_valid=float(np.nan_to_num(self.last_price[i]))))
+        """Validate the session's bars as they arrive with the load-time gate's one-bar rules (`data.sources.check_bar`:
+        non-positive or non-finite price, a move beyond `data.max_abs_return`, a ratio near a split factor, a bar dated
+        after the clock, an off-stamp or naive timestamp, a price frozen too long). A refused bar is recorded as an alert
+        naming symbol, timestamp, field, value and rule, and never used: not priced, not filled, no decision. (N,) bool."""
+        from trading_lib.data.sources import check_bar
+        if not hasattr(self, "_unchanged"): self._unchanged = np.zeros(len(self.symbols), dtype=np.int64)
+        bad, problems = check_bar(self.symbols, ts, row, self.last_price, self.s, now=pd.Timestamp.now(tz="UTC"),
+                                  unchanged=self._unchanged)
+        for p in problems:
+            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", check=p.check, symbol=p.symbol,
+                                       timestamp=str(ts), field=p.field, value=str(p.value), detail=p.detail))
+        ok = ~bad & np.isfinite(row)
+        same = ok & np.isfinite(self.last_price) & (row == self.last_price)
+        self._unchanged = np.where(same, self._unchanged + 1, np.where(ok, 0, self._unchanged))
         return bad
 
     def step(self, t: int):
@@ -397,6 +415,7 @@ class LiveTrader:
         if stored is not None and stored != self.sm.state and stored != TradingState.ACTIVE: self.sm.state = stored
         elif stored == TradingState.ACTIVE and self.sm.state != TradingState.ACTIVE:
             self.sm.release("supervisor (via state)", "trading state set ACTIVE in Redis", ts, self.equity)
+        if self.circuit_breakers: self.state.save_breakers(self.run_id, self.sm.snapshot(), ts)  # issue 16.7
         self._process_approvals(ts, now)
         can, why = self.state.can_trade()
         if not can:
@@ -413,15 +432,20 @@ class LiveTrader:
         """Replay sessions in [start, end] (after the last completed one on a restart) at `speed` seconds per session
         (0 = as fast as possible). Returns the equity history (session → equity, cash)."""
         from tqdm.auto import tqdm
-        last = self.start()
-        ix = self.sessions
-        lo = ix.searchsorted(pd.Timestamp(start, tz="UTC")) if start is not None else 0
-        if last is not None: lo = max(lo, ix.searchsorted(last, side="right"))
-        hi = ix.searchsorted(pd.Timestamp(end, tz="UTC"), side="right") if end is not None else len(ix)
-        todo = range(lo, hi if max_sessions is None else min(hi, lo + max_sessions))
-        for t in tqdm(todo, disable=not progress, desc="replay"):
-            self.step(t)
-            if speed > 0: time.sleep(speed)
+        session = None
+        try:  # issue 16.4: Redis gone (STATE_DOWN) -> a `state` record in the ledger and StateUnavailable (job exit code 3)
+            last = self.start()
+            ix = self.sessions
+            lo = ix.searchsorted(pd.Timestamp(start, tz="UTC")) if start is not None else 0
+            if last is not None: lo = max(lo, ix.searchsorted(last, side="right"))
+            hi = ix.searchsorted(pd.Timestamp(end, tz="UTC"), side="right") if end is not None else len(ix)
+            todo = range(lo, hi if max_sessions is None else min(hi, lo + max_sessions))
+            for t in tqdm(todo, disable=not progress, desc="replay"):
+                session = self.sessions[t]
+                self.step(t)
+                if speed > 0: time.sleep(speed)
+        except STATE_DOWN as e:
+            raise state_unavailable_halt(self.ledger, e, self.run_id, session, self.job) from e
         return pd.DataFrame(self.history, columns=["session", "equity", "cash"]).set_index("session")
 
     def finish(self, why: str = "run ended") -> list[str]:
@@ -571,7 +595,8 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
                       first=str(history.index[0]) if len(history) else None, last=str(history.index[-1]) if len(history) else None),
              performance=performance_summary(rets) if len(rets) > 2 else {}, orders=counts, refusals=trader.refusals,
              pending_approvals=[o.client_order_id for o in trader.orders.values() if o.state == OrderState.PENDING_APPROVAL],
-             ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason),
+             ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason,
+                         head=f"{v.head[0]}:{v.head[1]}"),  # issue 16.14: the next job verifies against it
              reconciliation=session_report(trader),
              activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)),
                                            approvals_expired_at_end=len(expired or []),
