@@ -7,7 +7,7 @@ import pytest
 
 from trading_lib.live.audit import Ledger
 from trading_lib.config import Settings
-from trading_lib.jobs import main as cli
+from trading_lib.cli import main as cli
 from trading_lib.live.approvals import ApprovalError, ApprovalPolicy, ApprovalQueue, default_ledger_path
 from trading_lib.trading.orders import Order, OrderState
 from trading_lib.live.state import LiveState, start_embedded

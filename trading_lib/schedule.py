@@ -212,9 +212,4 @@ def schedule_handler(a) -> int:
     sch.start()
     return 0
 
-def _register():
-    from trading_lib.jobs import register_command
-    register_command("schedule", add_schedule_args, schedule_handler)
-    register_command("monitor", add_monitor_args, monitor_handler)
 
-_register()

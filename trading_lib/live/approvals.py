@@ -17,7 +17,9 @@ from .state import (LiveState, StateError, StateUnavailable, _identity, _now_iso
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'ApprovalError', 'ApprovalPolicy', 'ApprovalRequest', 'ApprovalQueue', 'default_ledger_path']
+__all__ = ['log', 'STATUSES', 'approvals_add_args', 'approvals_handler', 'kill_add_args', 'kill_handler',
+           'trading_state_add_args', 'trading_state_handler', 'ApprovalError', 'ApprovalPolicy', 'ApprovalRequest',
+           'ApprovalQueue', 'default_ledger_path']
 
 # %% ../../nbs/live/21_approvals.ipynb #b43e4bde
 class ApprovalError(RuntimeError):
@@ -349,14 +351,11 @@ def _state_handler(a) -> int:
         print(f"trading state {new.value} by {_who(a, s)}: {a.reason}"); return 0
     return _with_state(a, run)
 
-def _register():
-    from trading_lib.jobs import register_command
-    register_command("approvals", _approvals_args, _approvals_handler)
-    register_command("kill-switch", _kill_args, _kill_handler)
-    register_command("kill", _kill_args, _kill_handler)  # the short spelling: trading-lib kill engage --reason ...
-    register_command("trading-state", _state_args, _state_handler)
+# the commands, imported by `trading_lib.cli` (nothing registers itself on import)
+approvals_add_args, approvals_handler = _approvals_args, _approvals_handler
+kill_add_args, kill_handler = _kill_args, _kill_handler
+trading_state_add_args, trading_state_handler = _state_args, _state_handler
 
-_register()
 
 # %% ../../nbs/live/21_approvals.ipynb #2fa780c2
 from fastcore.basics import patch

@@ -369,11 +369,7 @@ def redis_command(a) -> int:
     except StateUnavailable as e: print(f"error: {e}", file=sys.stderr); return 3
     except StateError as e: print(f"refused: {e}", file=sys.stderr); return 1
 
-def _register_cli():
-    from trading_lib.jobs import register_command
-    register_command("redis", redis_add_args, redis_command)
 
-_register_cli()
 
 # %% ../../nbs/live/20_state.ipynb #af8c5b62
 EVENT_KINDS = ("order", "fill", "risk_refusal", "approval", "alert", "state", "kill_switch")
