@@ -22,8 +22,8 @@ from .state import LiveState, EVENT_KINDS
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'session_scores', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report',
-           'write_live_outputs']
+__all__ = ['log', 'session_scores', 'job_mode_broker', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts',
+           'session_report', 'write_live_outputs']
 
 # %% ../../nbs/live/22_trader.ipynb #4ef2df73
 def session_scores(forecasts_t: pd.DataFrame, symbols: list) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +44,14 @@ def session_scores(forecasts_t: pd.DataFrame, symbols: list) -> tuple[np.ndarray
         score = np.where(cnt > 0, np.nansum(z, 0) / np.maximum(cnt, 1), np.nan)
         conf = np.nanmean(np.stack(cs), 0) if np.isfinite(np.stack(cs)).any() else np.full(n, np.nan)
     return score, conf
+
+# %% ../../nbs/live/22_trader.ipynb #824f32dd
+def job_mode_broker(settings: Settings, broker) -> tuple[str, str]:
+    """(mode, broker name) of a live job for the dashboard's run-level record: a `SimulatedBroker` is a replay on the
+    simulated broker; any other broker trades in `settings.broker.mode` (paper | live) under its `name` (or class name)."""
+    from trading_lib.execution.brokers import SimulatedBroker
+    if isinstance(broker, SimulatedBroker): return "replay", "simulated"
+    return settings.broker.mode, str(getattr(broker, "name", "") or type(broker).__name__.removesuffix("Broker").lower())
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
@@ -129,6 +137,7 @@ class LiveTrader:
         self.orders, known_pos = self._restore()
         rep = reconcile(self.broker, self.orders, known_pos)
         self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary()), "alert" if not rep.ok else "state")
+        self.state.set_job(self.run_id, *job_mode_broker(self.s, self.broker), self.job)  # dashboard: the running job (run-level record)
         for o in list(self.orders.values()): self._save(o)
         if not rep.ok: raise ReconcileError(f"reconciliation failed, not trading: {rep.summary()}")
         self.traded |= {s for s, q in self.broker.positions().items() if q}
@@ -305,6 +314,7 @@ class LiveTrader:
         self.state.set_positions(self.broker.positions()); self.state.set_account(acct.cash, acct.equity)
         self.state.set_last_prices(prices, ts)
         self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
+        self.state.set_job_session(ts, self.equity)  # dashboard: the session being traded and this run's own equity curve
         if self.circuit_breakers:
             before = self.sm.state; after = self.sm.on_equity(self.equity, ts)
             if after != before:
@@ -464,4 +474,6 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
              ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason),
              reconciliation=session_report(trader))
     write_json(run_dir / "metrics.json", m)
+    trader.state.end_job(dict(sessions=len(history), last=m["run"]["last"], orders=counts, ledger_ok=v.ok,  # dashboard: job ended
+                              reconciliation_ok=bool(m["reconciliation"].get("ok")), run_dir=str(run_dir)))
     return m
