@@ -16,7 +16,9 @@ TOKEN = "test-token-0123456789abcdef"
 SECRET = "PKSECRETVALUE0123456789"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-FIRST_PAINT_LIMIT = 5.0  # seconds from navigation to the banner showing the live state
+# seconds from navigation to the banner showing the live state (the issue's target on this machine; an override for
+# a known-overloaded host is read from TL_FIRST_PAINT_LIMIT_S and printed with the measurement)
+FIRST_PAINT_LIMIT = float(os.environ.get("TL_FIRST_PAINT_LIMIT_S", "5.0"))
 
 
 def _free_port() -> int:
@@ -191,13 +193,21 @@ def test_oversight_page(env):
     st, q, led, job = env["state"], env["queue"], env["ledger"], env["job"]
     a, b, c = (o.client_order_id for o in env["orders"])
     page = env["ctx"].new_page()
+    marks = {}
+    def on_ws(ws):
+        marks.setdefault("websocket open", time.monotonic())
+        ws.on("framereceived", lambda f: marks.setdefault("widget states received", time.monotonic())
+              if (b"update_states" if isinstance(f, bytes) else "update_states") in f else None)
+    page.on("websocket", on_ws)
     t0 = time.monotonic()
     page.goto(env["url"] + f"/voila/render/oversight.ipynb?token={TOKEN}", wait_until="commit")
     page.locator(".tl-banner-headline").first.wait_for(state="visible", timeout=60_000)
     first_paint = time.monotonic() - t0
     nav = page.evaluate("(() => { const n = performance.getEntriesByType('navigation')[0]; return [n.responseStart, n.responseEnd, n.domContentLoadedEventEnd]; })()")
-    print(f"\nfirst paint of the oversight state (navigation → banner visible): {first_paint:.2f} s "
-          f"(page: first byte {nav[0] / 1e3:.2f} s, last byte {nav[1] / 1e3:.2f} s, scripts loaded {nav[2] / 1e3:.2f} s)", flush=True)
+    print(f"\nfirst paint of the oversight state (navigation → banner visible): {first_paint:.2f} s, limit {FIRST_PAINT_LIMIT:g} s, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          f"(page: first byte {nav[0] / 1e3:.2f} s, last byte {nav[1] / 1e3:.2f} s, scripts loaded {nav[2] / 1e3:.2f} s; "
+          + ", ".join(f"{k} {v - t0:.2f} s" for k, v in marks.items()) + ")", flush=True)
     banner = page.locator(".tl-banner")
     assert "NEW ORDERS ALLOWED" in banner.inner_text()
     assert first_paint < FIRST_PAINT_LIMIT, f"first paint {first_paint:.2f} s ≥ {FIRST_PAINT_LIMIT} s"
@@ -295,7 +305,8 @@ def test_research_page(env):
     _wait(lambda: (t := page.locator(".tl-leaderboard").inner_text()).index("lightgbm") < t.index("lstm"), 10, "the leaderboard to re-sort")
     page.locator(".tl-ic-stats").wait_for(timeout=30_000)
     assert "lstm" in page.locator(".tl-ic-stats").inner_text()
-    assert page.locator(".tl-ic-chart .js-plotly-plot").count() == 1 and page.locator(".tl-eq-chart .js-plotly-plot").count() == 1
+    for sel in (".tl-ic-chart .js-plotly-plot", ".tl-eq-chart .js-plotly-plot", ".tl-fc-chart .js-plotly-plot"):
+        page.locator(sel).wait_for(timeout=90_000)  # the charts follow the page's state
     assert "dates" in page.locator(".tl-fc-stats").inner_text()
     assert SECRET not in page.content()
     page.screenshot(path=str(OUT / "research.png"), full_page=True)
@@ -333,7 +344,9 @@ def test_widget_state_request_cannot_hang_the_server(env):
     ~10^18 offsets. The server must keep answering, stay bounded in memory, and the reply must arrive."""
     import psutil, websocket
     port, proc = env["port"], env["proc"]
-    html = urllib.request.urlopen(f"{env['url']}/voila/render/oversight.ipynb?token={TOKEN}", timeout=60).read().decode()
+    import http.cookiejar  # the token logs in once (cookie), then the server redirects to the URL without it
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    html = opener.open(f"{env['url']}/voila/render/oversight.ipynb?token={TOKEN}", timeout=120).read().decode()
     kid = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", html).group(0)
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}/api/kernels/{kid}/channels?token={TOKEN}", timeout=10)
     sess = uuid.uuid4().hex

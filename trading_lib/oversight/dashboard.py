@@ -564,14 +564,7 @@ class OversightApp:
             wait_for_request()
         except Exception as e: log.error("dashboard: no request info (%s): the page stays read-only", type(e).__name__)
         self.set_identity(supervisor_identity(self.s))
-        def later():
-            from ipywidgets import Widget
-            end = time.monotonic() + chart_wait
-            while getattr(Widget, "_control_comm", None) is None and time.monotonic() < end and not self._stop.is_set(): time.sleep(0.1)
-            time.sleep(1.0)
-            try: self.attach_charts()
-            except Exception as e: log.error("dashboard: chart: %s: %s", type(e).__name__, e)
-        threading.Thread(target=later, name="tl-dashboard-charts", daemon=True).start()
+        _after_state_fetched(self.attach_charts, chart_wait)
         return None
 
     # ---- actions (all through the controller) ----------------------------------------------------------------------
@@ -884,6 +877,19 @@ def rolling_ic(run_dir: str | Path, horizon: int, window: int = 63, source=None,
     return ic.rolling(window, min_periods=max(2, window // 3)).mean()
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #b69394c9
+def _after_state_fetched(fn, wait: float = 30.0):
+    """Run `fn` in a thread once the browser has fetched the page's widget state (ipywidgets' control comm is open; at
+    most `wait` s), plus 1 s: a heavy widget created then (plotly's model carries ≈ 4 MB of JavaScript) no longer
+    delays the first paint of the rest of the page."""
+    def later():
+        from ipywidgets import Widget
+        end = time.monotonic() + wait
+        while getattr(Widget, "_control_comm", None) is None and time.monotonic() < end: time.sleep(0.1)
+        time.sleep(1.0)
+        try: fn()
+        except Exception as e: log.error("dashboard: %s: %s: %s", getattr(fn, "__name__", fn), type(e).__name__, e)
+    threading.Thread(target=later, name="tl-dashboard-charts", daemon=True).start()
+
 def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
     fmt = fmt or {}
     heads = "".join(f"<th>{E(str(c))}</th>" for c in [df.index.name or ""] + list(df.columns))
@@ -929,7 +935,7 @@ class ResearchApp:
         self.runs = load_runs(self.root)
         ok = self.runs[self.runs["status"] == "ok"]
         self.curves = [f"{r.job}/{r.run_id}" for r in ok.itertuples() if (self.root / r.job / r.run_id / "equity.parquet").exists()]
-        self.with_fq = [f"{r.job}/{r.run_id}" for r in ok.itertuples()]
+        self.with_fq = [f"{r.job}/{r.run_id}" for r in ok.itertuples() if pd.notna(r.mean_ic)]  # runs with forecast quality
         self.with_fc = [f"{r.job}/{r.run_id}" for r in ok.itertuples() if (self.root / r.job / r.run_id / "forecasts.parquet").exists()]
         self._build()
 
@@ -956,21 +962,19 @@ class ResearchApp:
         self.d_ic_run = W.Dropdown(options=self.with_fc, description="run"); self.d_ic_run.add_class("tl-ic-run")
         self.d_ic_h = W.Dropdown(description="horizon"); self.d_ic_h.add_class("tl-ic-horizon")
         self.w_ic_msg = self._html("tl-ic-msg")
-        self.fig_ic = _fig(1, (f"rolling {self.ic_window}-date mean of the daily cross-sectional rank IC, per model",), 360)
-        self.w_ic = W.Box([self.fig_ic]); self.w_ic.add_class("tl-ic-chart")
+        self.fig_ic = self.fig_eq = self.fig_fc = None  # plotly figures: attach_charts, once the page has its state
+        self.w_ic = W.Box([]); self.w_ic.add_class("tl-ic-chart")
         self.d_ic_run.observe(lambda _: self._ic_options(), "value"); self.d_ic_h.observe(lambda _: self.show_ic(), "value")
         self.s_eq = W.SelectMultiple(options=self.curves, value=tuple(self.curves[:1]), description="runs", rows=4,
                                      layout=W.Layout(width="520px"))
         self.s_eq.add_class("tl-eq-runs")
-        self.fig_eq = _fig(2, ("growth of 1 (after costs)", "drawdown"), 520)
-        self.w_eq = W.Box([self.fig_eq]); self.w_eq.add_class("tl-eq-chart"); self.w_eq_msg = self._html("tl-eq-msg")
+        self.w_eq = W.Box([]); self.w_eq.add_class("tl-eq-chart"); self.w_eq_msg = self._html("tl-eq-msg")
         self.s_eq.observe(lambda _: self.show_equity(), "value")
         self.d_fc_run = W.Dropdown(options=self.with_fc, description="run"); self.d_fc_run.add_class("tl-fc-run")
         self.d_fc_sym = W.Dropdown(description="symbol"); self.d_fc_sym.add_class("tl-fc-symbol")
         self.d_fc_h = W.Dropdown(description="horizon"); self.d_fc_h.add_class("tl-fc-horizon")
         self.d_fc_model = W.Dropdown(description="model"); self.d_fc_model.add_class("tl-fc-model")
-        self.fig_fc = _fig(1, ("",), 340, secondary=True)
-        self.w_fc = W.Box([self.fig_fc]); self.w_fc.add_class("tl-fc-chart"); self.w_fc_msg = self._html("tl-fc-msg")
+        self.w_fc = W.Box([]); self.w_fc.add_class("tl-fc-chart"); self.w_fc_msg = self._html("tl-fc-msg")
         self.d_fc_run.observe(lambda _: self._fc_options(), "value")
         for d in (self.d_fc_sym, self.d_fc_h, self.d_fc_model): d.observe(lambda _: self.show_forecasts(), "value")
         h = lambda t: W.HTML(f"<h3 style='margin:10px 0 4px'>{t}</h3>")
@@ -983,6 +987,25 @@ class ResearchApp:
                               W.HBox([self.d_fc_run, self.d_fc_sym]), W.HBox([self.d_fc_h, self.d_fc_model]), self.w_fc_msg, self.w_fc])
         self.root_w.add_class("tl-research")
         self.show_leaderboard(reset=True); self.show_equity(); self._ic_options(); self._fc_options()
+
+    def attach_charts(self):
+        "Create the three plotly figures, put them on the page and draw them; idempotent."
+        if self.fig_ic is None:
+            self.fig_ic = _fig(1, (f"rolling {self.ic_window}-date mean of the daily cross-sectional rank IC, per model",), 360)
+            self.fig_eq = _fig(2, ("growth of 1 (after costs)", "drawdown"), 520)
+            self.fig_fc = _fig(1, ("",), 340, secondary=True)
+            self.w_ic.children, self.w_eq.children, self.w_fc.children = [self.fig_ic], [self.fig_eq], [self.fig_fc]
+            self.show_ic(); self.show_equity(); self.show_forecasts()
+        return self
+
+    def charts_when_ready(self, wait: float = 30.0):
+        """Attach the charts once the browser has fetched the page's widget state (see `OversightApp.bind_request`); a
+        pre-started kernel first waits for its page request."""
+        try:
+            from voila.utils import wait_for_request
+            wait_for_request()
+        except Exception as e: log.error("dashboard: no request info (%s)", type(e).__name__)
+        _after_state_fetched(self.attach_charts, wait)
 
     def _dir(self, key: str, allowed=None) -> Path:
         "Run folder of a 'job/run_id' option; ValueError for anything that is not one of the listed runs (forged value)."
@@ -1017,7 +1040,7 @@ class ResearchApp:
         if getattr(self, "_muted_ic", False) or not self.d_ic_run.value or self.d_ic_h.value is None: return
         try:
             ic = rolling_ic(self._dir(self.d_ic_run.value, self.with_fc), self.d_ic_h.value, self.ic_window, self.source, self.s)
-            _set_lines(self.fig_ic, ic, fmt=".3f")
+            if self.fig_ic is not None: _set_lines(self.fig_ic, ic, fmt=".3f")
             last = ic.ffill().iloc[-1] if len(ic) else pd.Series(dtype=float)
             self.w_ic_msg.value = ("<span class='tl-ic-stats'>latest rolling IC: " +
                                    " · ".join(f"{E(str(m))} {_num(v, '{:+.3f}')}" for m, v in last.items()) + "</span>")
@@ -1029,6 +1052,7 @@ class ResearchApp:
         try:
             ec = equity_curves([self.root / r for r in chosen])
             ec.columns = [c.split("/")[-1] for c in ec.columns]
+            if self.fig_eq is None: self.w_eq_msg.value = ""; return
             _set_lines(self.fig_eq, ec, 1, ",.3f")
             _set_lines(self.fig_eq, ec / ec.cummax() - 1, 2, ".2%", clear=False)
             with self.fig_eq.batch_update():
@@ -1060,10 +1084,11 @@ class ResearchApp:
             ok = fr.dropna()
             ic = ok["prediction"].corr(ok["realised"]) if len(ok) > 2 else np.nan
             hit = (np.sign(ok["prediction"]) == np.sign(ok["realised"])).mean() if len(ok) else np.nan
-            _set_lines(self.fig_fc, fr.iloc[-500:], fmt=".2%", secondary=("prediction",))
-            with self.fig_fc.batch_update():
-                self.fig_fc.layout.title = f"{self.d_fc_sym.value}, {self.d_fc_h.value}-day forward return (last 500 dates)"
-                self.fig_fc.layout.yaxis.tickformat = ".1%"; self.fig_fc.layout.yaxis2.tickformat = ".2%"
+            if self.fig_fc is not None:
+                _set_lines(self.fig_fc, fr.iloc[-500:], fmt=".2%", secondary=("prediction",))
+                with self.fig_fc.batch_update():
+                    self.fig_fc.layout.title = f"{self.d_fc_sym.value}, {self.d_fc_h.value}-day forward return (last 500 dates)"
+                    self.fig_fc.layout.yaxis.tickformat = ".1%"; self.fig_fc.layout.yaxis2.tickformat = ".2%"
             self.w_fc_msg.value = (f"<span class='tl-fc-stats'>{len(ok):,} dates · correlation {_num(ic, '{:.3f}')} · "
                                    f"directional accuracy {_num(hit, '{:.1%}')}</span>")
         except Exception as e: self.w_fc_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"
@@ -1087,5 +1112,5 @@ def oversight_app(**kwargs):
         return _Unavailable(e)
 
 def research_app(**kwargs):
-    "Build the research page (for `dashboards/research.ipynb`)."
-    return ResearchApp(**kwargs).root_w
+    "Build the research page (for `dashboards/research.ipynb`): a `ResearchApp` (display its `root_w`, then call `charts_when_ready()`)."
+    return ResearchApp(**kwargs)

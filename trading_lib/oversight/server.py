@@ -14,8 +14,9 @@ from .dashboard import header_env_name, supervisor_identity
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'KERNEL_ENV_ALLOW', 'dashboard_token', 'kernel_environ', 'restrict_environ', 'voila_argv', 'identity_hook',
-           'TokenRedactor', 'install_redactor', 'binary_message_header', 'install_websocket_guard', 'serve', 'main']
+__all__ = ['log', 'KERNEL_ENV_ALLOW', 'UNUSED_EXTENSIONS', 'dashboard_token', 'kernel_environ', 'restrict_environ', 'voila_argv',
+           'identity_hook', 'TokenRedactor', 'install_redactor', 'binary_message_header', 'install_websocket_guard',
+           'install_token_redirect', 'serve', 'main']
 
 # %% ../../nbs/oversight/24_server.ipynb #a3a7e802
 KERNEL_ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
@@ -24,6 +25,7 @@ KERNEL_ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ",
                     "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
                     "JUPYTERHUB_USER", "SSL_CERT_FILE", "SSL_CERT_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "TERM")
+UNUSED_EXTENSIONS = ("jupyterlab-plotly", "jupyterlab_pygments")  # lab extensions the pages do not load (plotly's mime renderer: ~4 MB)
 _SETTING_ENV = re.compile(r"TRADING_[A-Z0-9]+__[A-Z0-9_]+|LC_[A-Z]+")
 
 def dashboard_token(environ: Mapping | None = None) -> tuple[str, bool]:
@@ -67,7 +69,7 @@ def voila_argv(settings: Settings, dashboards_dir: str | Path, token: str, host:
     return [str(dashboards_dir), "--no-browser", f"--Voila.ip={host or d.host}", f"--Voila.port={int(port or d.port)}",
             "--Voila.port_retries=0", f"--Voila.token={token}", "--VoilaConfiguration.strip_sources=True",
             "--VoilaConfiguration.show_tracebacks=False", f"--VoilaConfiguration.http_header_envs={d.identity_header}",
-            "--template=tl-lab"] + (["--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.fill_delay=0"] if pre else [])
+            "--template=tl-lab", f"--VoilaConfiguration.extension_denylist={list(UNUSED_EXTENSIONS)!r}"] + (["--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.fill_delay=0"] if pre else [])
 
 def identity_hook(settings: Settings):
     """Voila `prelaunch_hook` for proxy-only deployments (`dashboard.local_identity` empty): refuses (HTTP 403) a page
@@ -156,9 +158,11 @@ def _tl_template(dir: Path) -> Path:
     return dir
 
 def _stop_guard(app, timeout: float):
-    "SIGTERM/SIGINT: stop the loop, shut kernels down without waiting; a watchdog kills the kernels and exits after `timeout` s."
+    """SIGTERM / SIGINT: stop the loop and shut the kernels down without waiting for them; a watchdog kills the kernels
+    and exits after `timeout` s."""
     import psutil
     from jupyter_core.utils import run_sync
+    stopping = threading.Event()
     def watchdog():
         time.sleep(timeout)
         log.error("dashboard: not stopped %.1f s after the signal: killing the kernels and exiting", timeout)
@@ -166,15 +170,36 @@ def _stop_guard(app, timeout: float):
             try: c.kill()
             except psutil.Error: pass
         logging.shutdown(); os._exit(1)
-    def on_signal(sig, frame):
+    def stop(sig):
+        if stopping.is_set(): return
+        stopping.set()
         log.info("dashboard: signal %s: stopping", sig)
         threading.Thread(target=watchdog, name="tl-stop-watchdog", daemon=True).start()
-        app.ioloop.add_callback_from_signal(app.ioloop.stop)
+        app.ioloop.add_callback(app.ioloop.stop)  # thread-safe
+    signal.signal(signal.SIGTERM, lambda s, f: stop(s)); signal.signal(signal.SIGINT, lambda s, f: stop(s))
     def stop_now():
         try: run_sync(app.kernel_manager.shutdown_all)(now=True)
         except Exception as e: log.error("dashboard: kernel shutdown: %s: %s", type(e).__name__, e)
     app.stop = stop_now
-    signal.signal(signal.SIGTERM, on_signal); signal.signal(signal.SIGINT, on_signal)
+    return stopping
+
+def install_token_redirect():
+    """A page request carrying `?token=` is answered, once the token has logged the browser in (cookie), by a redirect
+    to the same URL without it: the token never reaches a page kernel's environment (Voila passes the request URL as
+    VOILA_REQUEST_URL) nor a later log line."""
+    from urllib.parse import urlencode
+    from voila.handler import VoilaHandler
+    if getattr(VoilaHandler.prepare, "_tl_redirect", False): return
+    orig = VoilaHandler.prepare
+    async def prepare(self):
+        r = orig(self)
+        if r is not None and hasattr(r, "__await__"): await r
+        if self._finished or self.request.method != "GET" or "token" not in self.request.query_arguments: return
+        if self.current_user:
+            q = [(k, v.decode()) for k, vs in self.request.query_arguments.items() if k != "token" for v in vs]
+            self.redirect(self.request.path + ("?" + urlencode(q) if q else ""))
+    prepare._tl_redirect = True
+    VoilaHandler.prepare = prepare
 
 def serve(root: str | Path | None = None, host: str | None = None, port: int | None = None, environ: dict | None = None,
           stop_timeout: float = 3.0) -> int:
@@ -191,7 +216,7 @@ def serve(root: str | Path | None = None, host: str | None = None, port: int | N
     if removed: log.info("dashboard: the page kernels get an allow-listed environment (%d variables withheld)", len(removed))
     tpl = Path(tempfile.mkdtemp(prefix="tl-voila-"))
     env["JUPYTER_PATH"] = str(_tl_template(tpl)) + (os.pathsep + env["JUPYTER_PATH"] if env.get("JUPYTER_PATH") else "")
-    install_websocket_guard()
+    install_websocket_guard(); install_token_redirect()
     from voila.app import Voila
     os.chdir(root)
     app = Voila()
@@ -225,8 +250,12 @@ def main(argv=None) -> int:
     p.add_argument("--host", default=None, help="bind address (default dashboard.host)")
     p.add_argument("--port", type=int, default=None, help="port (default dashboard.port)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    return serve(a.root, a.host, a.port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rc = serve(a.root, a.host, a.port)
+    # the loop has stopped and the kernels are down: leave now. Python's own exit would join the server's worker
+    # threads (executors, websocket handlers) and took 5-8 s after a SIGTERM.
+    logging.shutdown(); sys.stdout.flush(); sys.stderr.flush()
+    os._exit(rc)
 
 # %% ../../nbs/oversight/24_server.ipynb #355f3cb4
 if __name__ == "__main__": sys.exit(main())
