@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: install run test gates nbdev-test pytest dashboard lab bench clean-venv browser
+.PHONY: install run test gates nbdev-test pytest dashboard lab bench clean-venv browser prometheus image image-test docker-tools compose-config
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ run: install
 	$(BIN)/trading-lib run backtest --no-progress
 
 ## make test: the nbdev gates (clean, export in sync, notebooks run), then pytest's integration tests.
-test: install browser gates nbdev-test pytest
+test: install browser prometheus gates nbdev-test pytest
 
 ## browser: Debian's chromium for the Playwright dashboard tests (Playwright cannot download its own browser offline).
 browser:
@@ -38,7 +38,17 @@ browser:
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 
-gates: install
+## prometheus: Debian's prometheus + promtool for the rule checks in `gates` and the Prometheus test (as chromium above).
+prometheus:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; \
+	fi
+
+gates: install prometheus
+	promtool check config ops/prometheus/prometheus.yml
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
 	@before="$$(git status --porcelain; git diff | sha1sum)"; \
 	$(BIN)/nbdev-clean; \
 	after="$$(git status --porcelain; git diff | sha1sum)"; \
@@ -58,8 +68,35 @@ pytest: install
 dashboard: install
 	$(BIN)/python -m trading_lib.oversight.server
 
+## make lab: JupyterLab on 127.0.0.1, notebooks on the `trading-lib` kernel (--allow-root only when run as root).
+LAB_PORT ?= 8888
 lab: install
-	$(BIN)/jupyter lab --ip=127.0.0.1
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --MappingKernelManager.default_kernel_name=trading-lib \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+## make image: the deployable image (JupyterLab, Voila, the package, the trading-lib kernel; non-root user `trader`).
+## Default base: a CUDA runtime image (GPU hosts); CPU hosts: make image BASE=python:3.11-slim-bookworm IMAGE=trading-lib:cpu
+IMAGE ?= trading-lib
+BASE  ?=
+image:
+	docker build $(if $(BASE),--build-arg BASE=$(BASE),) -t $(IMAGE) .
+
+## make image-test: build on a Debian base made with debootstrap (no registry of images needed), then run a short
+## train job and the dashboard health check inside the container (not part of make test; see README "Docker image").
+docker-tools:
+	@if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v docker-compose >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap docker-compose; \
+	fi
+
+image-test: docker-tools
+	./docker/image-test.sh
+
+## make compose-config: validate docker-compose.yml (`docker compose config`, or docker-compose v1 where v2 is absent)
+compose-config: docker-tools
+	@export JUPYTER_TOKEN=$${JUPYTER_TOKEN:-validate-only} TRADING_DASHBOARD_TOKEN=$${TRADING_DASHBOARD_TOKEN:-validate-only}; \
+	if docker compose version >/dev/null 2>&1; then docker compose config -q; else docker-compose config -q; fi \
+	  && echo "docker-compose.yml: valid"
 
 ## make bench: the figures behind the speed targets (printed, not tests); run on one core: taskset -c 0 make bench
 bench: install

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, load_market, validate_bars, to_panel
 from trading_lib.features import compute_features, make_labels, synthetic_bars
-from trading_lib.models.base import make_forecaster
+from trading_lib.models.factory import make_forecaster
 from trading_lib.research.backtest import walk_forward_folds
 from trading_lib.trading.engine import run_backtest
 from trading_lib.portfolio.weights import target_weights, rebalance_mask

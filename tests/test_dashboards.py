@@ -155,7 +155,7 @@ def env(tmp_path_factory):
     from playwright.sync_api import sync_playwright
     pw = sync_playwright().start()
     browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1600}, extra_http_headers={"X-Forwarded-User": "alice"})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 2400}, extra_http_headers={"X-Forwarded-User": "alice"})
     outside = []
     def guard(route):
         host = urllib.parse.urlsplit(route.request.url).hostname

@@ -2,7 +2,8 @@
 registry schema mismatch, checkpoint rotation, ensemble isolation from test-period labels."""
 import numpy as np, pandas as pd, pytest, torch
 
-from trading_lib.models.base import Forecaster, LightGBMForecaster, LSTMForecaster, make_forecaster
+from trading_lib.models.base import Forecaster, LightGBMForecaster, LSTMForecaster
+from trading_lib.models.factory import make_forecaster
 from trading_lib.models.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
                              XGBoostForecaster, EnsembleForecaster, TunedForecaster)
 from trading_lib.models.registry import ModelRegistry, SchemaMismatchError, OnnxServer, export_onnx, data_hash

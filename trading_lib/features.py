@@ -10,7 +10,7 @@ import talib
 
 # %% auto #0
 __all__ = ['FEATURE_NAMES', 'align_series', 'feature_names', 'compute_features', 'make_labels', 'assert_no_lookahead',
-           'synthetic_bars']
+           'synthetic_bars', 'build_dataset']
 
 # %% ../nbs/02_features.ipynb #79144bb2
 def _fmt_ts(ts) -> str: return pd.Timestamp(ts).strftime("%Y-%m-%d")
@@ -342,3 +342,11 @@ def synthetic_bars(n_symbols: int = 500, n_days: int = 6300, seed: int = 0) -> t
     bars.attrs["provenance"] = {"source": "synthetic_bars", "n_symbols": n_symbols, "n_days": n_days, "seed": seed}
     bench = pd.Series(1000.0 * np.cumprod(1 + rm), index=times, name="benchmark")
     return bars, bench
+
+# %% ../nbs/02_features.ipynb #718006a2
+def build_dataset(market, settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Features and labels of `market` (a `data.sources.MarketData`): (timestamp, symbol)-indexed DataFrames, per `settings` (features, models.horizons)."
+    vix = market.vix if settings.features.use_vix else None
+    feats = compute_features(market.bars, market.benchmark, vix, beta_window=settings.features.beta_window)
+    labels = make_labels(market.bars, settings.models.horizons)
+    return feats, labels

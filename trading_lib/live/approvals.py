@@ -362,3 +362,11 @@ def _register():
     register_command("trading-state", _state_args, _state_handler)
 
 _register()
+
+# %% ../../nbs/live/21_approvals.ipynb #2fa780c2
+from fastcore.basics import patch
+
+@patch
+def expire(self: ApprovalQueue, client_order_id: str, who: str, reason: str) -> ApprovalRequest:
+    "Expire the pending request of `client_order_id` now (its run ended); `ApprovalError` when it is not pending."
+    return self._transition(client_order_id, "expired", who, reason)

@@ -10,40 +10,40 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from ..config import Settings
 from ..data.sources import to_panel
-from ..trading.engine import rebalance_orders
-from ..portfolio.weights import target_weights, rebalance_mask
+from ..trading.engine import Engine
+from ..trading.strategy import Strategy, ForecastStrategy, as_decision
 from ..trading.risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
 from ..trading.orders import Order, OrderState, IN_FLIGHT, TERMINAL
 from ..execution.brokers import (DuplicateClientOrderId, OrderStatusUnknown, OrderRejected, BrokerUnavailable,
                                  OrderNotCancelable, OrderNotFound, reconcile, ReconcileError)
 from .approvals import ApprovalPolicy, ApprovalQueue
-from .state import LiveState, EVENT_KINDS
+from .state import LiveState, EVENT_KINDS, STATE_DOWN, state_unavailable_halt
 
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'session_scores', 'job_mode_broker', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts',
-           'session_report', 'write_live_outputs']
+__all__ = ['log', 'FAULT_EXIT_CODE', 'NOT_SENT', 'fault_setting', 'fault_exit', 'job_mode_broker', 'LiveTrader', 'LiveSession',
+           'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs', 'live_summary']
 
-# %% ../../nbs/live/22_trader.ipynb #4ef2df73
-def session_scores(forecasts_t: pd.DataFrame, symbols: list) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) ensemble score (mean over models of the cross-sectional z-score of `prediction`) and (N,) mean confidence
-    for one session's forecasts at one horizon. NaN where no model forecasts a symbol."""
-    n = len(symbols); pos = {s: i for i, s in enumerate(symbols)}
-    zs, cs = [], []
-    for _, g in forecasts_t.groupby("model"):
-        p = np.full(n, np.nan); c = np.full(n, np.nan)
-        ix = g["symbol"].map(pos).to_numpy()
-        ok = ~pd.isna(ix)
-        p[ix[ok].astype(int)] = g["prediction"].to_numpy()[ok]; c[ix[ok].astype(int)] = g["confidence"].to_numpy()[ok]
-        mu, sd = np.nanmean(p), np.nanstd(p)
-        zs.append((p - mu) / sd if sd > 0 else np.full(n, np.nan)); cs.append(c)
-    if not zs: return np.full(n, np.nan), np.full(n, np.nan)
-    with np.errstate(all="ignore"):
-        z = np.stack(zs); cnt = np.isfinite(z).sum(0)
-        score = np.where(cnt > 0, np.nansum(z, 0) / np.maximum(cnt, 1), np.nan)
-        conf = np.nanmean(np.stack(cs), 0) if np.isfinite(np.stack(cs)).any() else np.full(n, np.nan)
-    return score, conf
+# %% ../../nbs/live/22_trader.ipynb #278b592e
+FAULT_EXIT_CODE = 137
+NOT_SENT = "broker:not_sent (unknown to the broker at restart: the crash came between the ledger and the broker)"
+
+def fault_setting(name: str, environ=None) -> int:
+    "The fault-injection count in environment variable `name` (0 = off). Raises ValueError for a non-integer."
+    import os
+    v = (environ if environ is not None else os.environ).get(name, "").strip()
+    if not v: return 0
+    try: k = int(v)
+    except ValueError: raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}") from None
+    if k < 1: raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
+    return k
+
+def fault_exit(where: str):
+    "Die at once, as a SIGKILL would: no cleanup, no flush (fault injection)."
+    import os, sys
+    sys.stderr.write(f"FAULT INJECTION: exiting {where}\n"); sys.stderr.flush()
+    os._exit(FAULT_EXIT_CODE)
 
 # %% ../../nbs/live/22_trader.ipynb #824f32dd
 def job_mode_broker(settings: Settings, broker) -> tuple[str, str]:
@@ -55,28 +55,40 @@ def job_mode_broker(settings: Settings, broker) -> tuple[str, str]:
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
-    """The live loop over `market` (a `data.MarketData`: bars of the universe; their closes are the replay's prices)
-    trading `forecasts` (long table) through `broker`. `state`, `queue`, `ledger`: Redis live state, approval queue,
+    """The live shell around the one engine step, over `market` (a `data.MarketData`: bars of the universe; their closes
+    are the replay's prices) trading `strategy` (a `trading.strategy.Strategy`; default the `ForecastStrategy` of
+    `forecasts`, a long table) through `broker`. `state`, `queue`, `ledger`: Redis live state, approval queue,
     audit ledger (`audit.Ledger`). `approval_wait_seconds`: how long a replay session waits for pending approvals
     before moving on (0 = do not wait). `circuit_breakers`: loss/drawdown breakers move the trading state."""
-    def __init__(self, settings: Settings, run_id: str, market, forecasts: pd.DataFrame, broker, state: LiveState,
+    def __init__(self, settings: Settings, run_id: str, market, forecasts: pd.DataFrame | None, broker, state: LiveState,
                  queue: ApprovalQueue, ledger, job: str = "live", approval_wait_seconds: float = 0.0,
-                 poll_seconds: float = 0.1, circuit_breakers: bool = True, identity: str = "live-job"):
+                 poll_seconds: float = 0.1, circuit_breakers: bool = True, identity: str = "live-job",
+                 strategy: Strategy | None = None, auto_approve: bool = False, metrics=None, alerter=None):
         self.s, self.run_id, self.broker, self.state, self.queue, self.ledger = settings, run_id, broker, state, queue, ledger
         self.job, self.approval_wait, self.poll, self.identity = job, float(approval_wait_seconds), poll_seconds, identity
         self.close = to_panel(market.bars, "close")
         self.symbols = list(self.close.columns); self.pos_of = {s: i for i, s in enumerate(self.symbols)}
         self.sessions = self.close.index
-        self.rebalance_days = set(self.sessions[rebalance_mask(self.sessions, settings.portfolio.rebalance)])
-        h = settings.portfolio.signal_horizon
-        fc = forecasts[forecasts["horizon"] == h]
-        self.fc_by_ts = {ts: g for ts, g in fc.groupby("timestamp")}
-        self.risk = PreTradeRisk(settings.risk, self.symbols)
-        self.sm = TradingStateMachine(settings.risk)
+        self.C = self.close.to_numpy(dtype=float)
+        if strategy is None:
+            if forecasts is None: raise ValueError("LiveTrader needs a strategy or forecasts")
+            strategy = ForecastStrategy(forecasts, settings)
+        self.strategy = strategy
+        self.strategy.prepare(self.symbols, self.sessions)
+        self.engine = Engine(self.symbols, settings, circuit_breakers=circuit_breakers, strategy=strategy)
+        self.risk, self.sm = self.engine.risk, self.engine.state  # the one step's pre-trade checks and trading state
+        self.last_price, self.price_time = self.engine.last_price, self.engine.price_time
         self.circuit_breakers = circuit_breakers
         self.policy = ApprovalPolicy(settings.approvals)
-        n = len(self.symbols)
-        self.last_price = np.full(n, np.nan); self.price_time = np.full(n, -np.inf)
+        self.auto_approve = auto_approve  # unattended replay: approvals granted as `replay:auto`, recorded in the ledger
+        self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
+        self.metrics, self.alerter = metrics, alerter  # optional: Prometheus metrics and alerts (see open_session)
+        self.unresolved: dict[str, Order] = {}  # recorded as sent, unknown to the broker at restart: looked up every session
+        # deterministic fault injection for crash tests (read only by the live job): die after the k-th ledger append of
+        # this process, or right after the broker accepted the k-th order (before anything else is recorded)
+        self._appends, self._submits = 0, 0
+        self._fault_after_appends = fault_setting("TRADING_FAULT_AFTER_APPENDS")
+        self._fault_after_submits = fault_setting("TRADING_FAULT_AFTER_SUBMITS")
         self.orders: dict[str, Order] = {}  # in-flight and pending orders of this run
         self.done: dict[str, Order] = {}  # terminal orders of this process
         self.traded: set = set()
@@ -89,6 +101,8 @@ class LiveTrader:
     def _record(self, kind: str, payload: dict, stream_kind: str | None = None):
         "Ledger (raises LedgerError → caller must not act), then the event stream."
         rec = self.ledger.append(kind, payload)
+        self._appends += 1
+        if self._fault_after_appends and self._appends >= self._fault_after_appends: fault_exit(f"after ledger append {self._appends} ({kind})")
         if kind == "order": self._recorded[payload["order"]["client_order_id"]] = payload["order"]["state"]
         sk = stream_kind or (kind if kind in EVENT_KINDS else "state")
         try: self.state.emit(sk, payload | {"ledger_kind": kind, "ledger_seq": rec.seq})
@@ -129,23 +143,66 @@ class LiveTrader:
             else: self.done[cid] = o
         return known, {k: v for k, v in pos.items() if abs(v) > 1e-9}
 
+    def _drop_lost_requests(self):
+        """Issue 16.4: Redis died between the ledger's `pending_approval` record and the queue's request, so no person
+        can ever decide the order: it is recorded expired (`supervisor:approval_request_lost`); the next decision re-plans."""
+        from trading_lib.live.approvals import ApprovalError
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.get(cid)
+            except ApprovalError:
+                o.expire("supervisor:approval_request_lost", at=o.created_at)
+                self._record("order", dict(order=o.to_dict(), action="approval_request_lost")); self._save(o)
+
     def start(self) -> pd.Timestamp | None:
         """Reconcile with the broker before trading; returns the last completed session (None on a first start).
         Raises `ReconcileError` (and records it) when the broker disagrees: the job must not trade."""
         if self.state.trading_state() is None:
             self.state.set_trading_state(TradingState.ACTIVE, self.identity, f"first start of run {self.run_id}")
         self.orders, known_pos = self._restore()
+        self._drop_lost_requests()  # issue 16.4
+        now_ts = pd.Timestamp.now(tz="UTC")
+        self.unresolved = {cid: o for cid, o in self.done.items() if str(o.reason or "").startswith(NOT_SENT)}  # earlier restarts
+        for cid, o in list(self.orders.items()):
+            if o.state in IN_FLIGHT and self.broker.get_order(cid) is None:
+                # the ledger says "sending", the broker (looked up by client_order_id) never got it: the crash came
+                # between the ledger and the broker. Recorded as not sent; the id is never re-used (the session's
+                # re-run sends a new attempt) and it is looked up again every session: a late acceptance is adopted.
+                o.reject(NOT_SENT, at=now_ts)
+                self._record("order", dict(order=o.to_dict(), action="not_sent"), "alert")
+                self.orders.pop(cid); self.done[cid] = o; self.unresolved[cid] = o
+        known_fills = {cid: {f.trade_id for f in o.fills} for cid, o in self.orders.items()}
         rep = reconcile(self.broker, self.orders, known_pos)
-        self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary()), "alert" if not rep.ok else "state")
+        for cid, o in self.orders.items():  # fills the broker made before the crash that never reached the ledger
+            for f in o.fills:
+                if f.trade_id in known_fills.get(cid, set()): continue
+                self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side, trade_id=f.trade_id,
+                                          qty=f.qty, price=f.price, commission=f.commission, timestamp=str(f.timestamp), recovered=True))
+                self.traded.add(o.symbol)
+        self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary(), not_sent=sorted(self.unresolved)),
+                     "alert" if not rep.ok else "state")
         self.state.set_job(self.run_id, *job_mode_broker(self.s, self.broker), self.job)  # dashboard: the running job (run-level record)
         for o in list(self.orders.values()): self._save(o)
         if not rep.ok: raise ReconcileError(f"reconciliation failed, not trading: {rep.summary()}")
         self.traded |= {s for s, q in self.broker.positions().items() if q}
+        snap = self.state.load_breakers(self.run_id) if self.circuit_breakers else None  # issue 16.7: peak survives a restart
+        if snap is not None: self.sm.restore(snap)
         last = self.state.r.get(self._last_session_key)
         return pd.Timestamp(last) if last else None
 
     # ---- the step --------------------------------------------------------------------------------------------------
     def _sync_orders(self, ts):
+        for cid, o in list(self.unresolved.items()):  # recorded as not sent: a late acceptance is adopted as ours
+            bo = self.broker.get_order(cid)
+            if bo is None: continue
+            d = o.to_dict() | dict(state="submitted", reason=None)
+            adopted = Order.from_dict(d); bo.apply_to(adopted, at=ts)
+            self._record("alert", dict(run_id=self.run_id, client_order_id=cid, alert="order accepted late by the broker: adopted as ours"))
+            self.unresolved.pop(cid); self.done.pop(cid, None); self.orders[cid] = adopted
+            for f in adopted.fills:
+                self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side, trade_id=f.trade_id,
+                                          qty=f.qty, price=f.price, commission=f.commission, timestamp=str(f.timestamp)))
+            self._save(adopted)
         for cid, o in list(self.orders.items()):
             if o.state not in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED): continue
             bo = self.broker.get_order(cid)
@@ -190,7 +247,9 @@ class LiveTrader:
         o.mark_submitted(at=ts)
         self._record("order", dict(order=o.to_dict(), action="send"))  # raises → nothing sent
         self._save(o)
-        try: bo = self.broker.submit(o)
+        try:
+            bo = self.broker.submit(o); self._submits += 1
+            if self._fault_after_submits and self._submits >= self._fault_after_submits: fault_exit(f"after broker accepted order {self._submits}")
         except DuplicateClientOrderId: bo = self.broker.get_order(o.client_order_id)
         except OrderStatusUnknown as e:
             self._record("alert", dict(client_order_id=o.client_order_id, alert=f"order status unknown: {e}")); return
@@ -234,49 +293,82 @@ class LiveTrader:
             except ApprovalError: continue  # decided meanwhile: handled by _process_approvals
             o.reject("operator:superseded", at=ts); self._save(o)
 
-    def _decide(self, ts, now: float):
-        fc = self.fc_by_ts.get(ts)
-        if fc is None: return
-        self._process_approvals(ts, now); self._supersede_pending(ts)
-        score, conf = session_scores(fc, self.symbols)
-        if not np.isfinite(score).any(): return
-        p = self.s.portfolio
-        w = target_weights(score, p.method, p.top_k, p.max_weight)
-        from trading_lib.live.audit import canonical_json
-        import hashlib
-        rows = fc.dropna(subset=["prediction"])[["symbol", "model", "prediction", "confidence"]].sort_values(["model", "symbol"]).to_numpy().tolist()
-        self._record("forecast", dict(run_id=self.run_id, session=str(ts), rows=len(rows), models=sorted(fc["model"].unique().tolist()),
-                                      horizon=int(p.signal_horizon), sha256=hashlib.sha256(canonical_json(rows).encode()).hexdigest()))
-        self._record("target", dict(run_id=self.run_id, session=str(ts), method=p.method,
-                                    weights={self.symbols[i]: float(w[i]) for i in np.flatnonzero(w)}))
+    def _decide(self, t: int, ts, now: float) -> bool:
+        """The one engine step's decision (strategy → weights → orders → pre-trade risk), then the live routing of its
+        orders. Returns whether the strategy decided this session."""
+        self._process_approvals(ts, now)
         pos, work = self._book()
-        idx, qty = rebalance_orders(w, self.equity, self.last_price, pos, work, self.s.execution.min_order_notional)
-        if len(idx) == 0: return
-        codes = self.risk.check(now, idx, np.nan_to_num(qty, nan=0.0), self.last_price, pos, self.equity, open_qty=work,
-                                price_time=self.price_time, state=self.sm.state, remember=False)
-        self._record("decision", dict(run_id=self.run_id, session=str(ts), orders=int(len(idx)), accepted=int((codes == 0).sum())))
-        for i, q, c in zip(idx, qty, codes):
+        d = as_decision(self.strategy.target_weights(self.engine.context(t, ts, self.C[:t + 1], pos, self.sessions[:t + 1])),
+                        len(self.symbols))
+        if d is None: return False
+        self._supersede_pending(ts)
+        pos, work = self._book()
+        self.counts["decisions"] += 1
+        self._record_inputs(ts, d)
+        plan = self.engine.plan(ts, now, d, pos, work, remember=False)
+        if len(plan.sym_idx) == 0: return True
+        self._record("decision", dict(run_id=self.run_id, session=str(ts), orders=int(len(plan.sym_idx)), accepted=int(plan.accepted.sum())))
+        conf = plan.confidence
+        for j, (i, q, c) in enumerate(zip(plan.sym_idx, plan.qty, plan.codes)):
             sym = self.symbols[i]
             if c != 0:
                 self.refusals[Reason(c).name] = self.refusals.get(Reason(c).name, 0) + 1
                 self._record("risk_verdict", dict(run_id=self.run_id, session=str(ts), symbol=sym, qty=float(np.nan_to_num(q)),
                                                   reason=Reason(c).name), "risk_refusal")
                 continue
-            o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), created_at=ts)
-            if o.client_order_id in self.orders or o.client_order_id in self.done: continue  # re-run of a session
-            notional = float(abs(q) * self.last_price[i])
-            w_now = pos[i] * self.last_price[i] / self.equity
-            reasons = self.policy.needs_approval(o, notional, float(w[i] - w_now), float(conf[i]) if np.isfinite(conf[i]) else None,
+            o = self._new_order(ts, sym, q)
+            if o is None: continue  # re-run of a session: this order exists already
+            self.counts["orders"] += 1
+            ci = float(conf[i]) if conf is not None and np.isfinite(conf[i]) else (None if conf is not None else 1.0)
+            reasons = self.policy.needs_approval(o, float(plan.notional[j]), float(plan.weight_change[j]), ci,
                                                  first_trade=sym not in self.traded)
             if reasons:
+                self.counts["approval_requests"] += 1
                 o.request_approval(at=ts)
                 self._record("order", dict(order=o.to_dict(), action="pending_approval", reasons=reasons))
-                self.queue.submit(o, reasons, dict(forecast_score=float(score[i]), confidence=float(np.nan_to_num(conf[i])),
-                                                    notional=notional, weight_change=float(w[i] - w_now),
-                                                    target_weight=float(w[i]), session=str(ts)))
+                self.queue.submit(o, reasons, dict(forecast_score=float(np.nan_to_num(d.info.get("score", np.full(len(self.symbols), np.nan))[i])),
+                                                    confidence=float(np.nan_to_num(ci if ci is not None else np.nan)),
+                                                    notional=float(plan.notional[j]), weight_change=float(plan.weight_change[j]),
+                                                    target_weight=float(plan.weights[i]), session=str(ts)))
                 self._save(o)
+                if self.auto_approve:
+                    self.queue.approve(o.client_order_id, "replay:auto")
+                    self.counts["auto_approved"] += 1
             else:
                 self.risk.remember(now, [i], [q]); self._send(o, ts)
+        if self.auto_approve: self._process_approvals(ts, now)
+        return True
+
+    def _new_order(self, ts, sym: str, q: float) -> Order | None:
+        """The order for (session, symbol), or None when this session already has one. Attempt 0 normally; after an
+        attempt recorded as not sent (a crash between ledger and broker), the next attempt — an id is never re-used."""
+        a = 0
+        while True:
+            o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), attempt=a, created_at=ts)
+            prev = self.orders.get(o.client_order_id) or self.done.get(o.client_order_id)
+            if prev is None: return o
+            if o.client_order_id not in self.unresolved: return None
+            a += 1
+
+    def _timed_decide(self, t, ts, now) -> bool:
+        if self.metrics is None: return self._decide(t, ts, now)
+        with self.metrics.time_decision(): return self._decide(t, ts, now)
+
+    def _record_inputs(self, ts, d):
+        "Ledger records of what the decision read (the forecasts' hash, for a forecast strategy) and the target weights."
+        from trading_lib.live.audit import canonical_json
+        import hashlib
+        fc = getattr(self.strategy, "forecasts", None)
+        if fc is not None:
+            fc = fc[(fc["timestamp"] == ts) & (fc["horizon"] == getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon))]
+            rows = fc.dropna(subset=["prediction"])[["symbol", "model", "prediction", "confidence"]].sort_values(["model", "symbol"]).to_numpy().tolist()
+            self._record("forecast", dict(run_id=self.run_id, session=str(ts), rows=len(rows), models=sorted(fc["model"].unique().tolist()),
+                                          horizon=int(getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon)),
+                                          sha256=hashlib.sha256(canonical_json(rows).encode()).hexdigest()))
+        w = d.weights
+        self._record("target", dict(run_id=self.run_id, session=str(ts), strategy=getattr(self.strategy, "name", type(self.strategy).__name__),
+                                    method=getattr(self.strategy, "method", None),
+                                    weights={self.symbols[i]: float(w[i]) for i in np.flatnonzero(w)}))
 
     def _wait_for_approvals(self, ts, now):
         t_end = time.monotonic() + self.approval_wait
@@ -286,16 +378,20 @@ class LiveTrader:
             self._process_approvals(ts, now)
 
     def _session_gate(self, ts, row) -> np.ndarray:
-        """Validate the session's bars as they arrive (the load-time gate's rules for one bar): a price that is
-        infinite or ≤ 0, or a one-bar move beyond `data.max_abs_return` from the last valid price, is refused —
-        recorded as an alert naming symbol, timestamp, field and value — and never used. (N,) bool of refused symbols."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            move = np.abs(row / self.last_price - 1)
-        present = ~np.isnan(row)
-        bad = present & (~np.isfinite(row) | (row <= 0) | (np.isfinite(self.last_price) & (move > self.s.data.max_abs_return)))
-        for i in np.flatnonzero(bad):
-            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", symbol=self.symbols[i], timestamp=str(ts),
-                                       field="close", value=str(row[i]), last_valid=float(np.nan_to_num(self.last_price[i]))))
+        """Validate the session's bars as they arrive with the load-time gate's one-bar rules (`data.sources.check_bar`:
+        non-positive or non-finite price, a move beyond `data.max_abs_return`, a ratio near a split factor, a bar dated
+        after the clock, an off-stamp or naive timestamp, a price frozen too long). A refused bar is recorded as an alert
+        naming symbol, timestamp, field, value and rule, and never used: not priced, not filled, no decision. (N,) bool."""
+        from trading_lib.data.sources import check_bar
+        if not hasattr(self, "_unchanged"): self._unchanged = np.zeros(len(self.symbols), dtype=np.int64)
+        bad, problems = check_bar(self.symbols, ts, row, self.last_price, self.s, now=pd.Timestamp.now(tz="UTC"),
+                                  unchanged=self._unchanged)
+        for p in problems:
+            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", check=p.check, symbol=p.symbol,
+                                       timestamp=str(ts), field=p.field, value=str(p.value), detail=p.detail))
+        ok = ~bad & np.isfinite(row)
+        same = ok & np.isfinite(self.last_price) & (row == self.last_price)
+        self._unchanged = np.where(same, self._unchanged + 1, np.where(ok, 0, self._unchanged))
         return bad
 
     def step(self, t: int):
@@ -308,23 +404,28 @@ class LiveTrader:
         prices = {self.symbols[i]: float(row[i]) for i in np.flatnonzero(ok)}
         last_bar = getattr(self.broker, "last_bar", None)
         if hasattr(self.broker, "on_bar") and (last_bar is None or pd.Timestamp(last_bar) < ts): self.broker.on_bar(ts, prices)
-        self.last_price[ok] = row[ok]; self.price_time[ok] = now
         self._sync_orders(ts)
-        acct = self.broker.account(); self.equity = float(acct.equity)
+        acct = self.broker.account()
         self.state.set_positions(self.broker.positions()); self.state.set_account(acct.cash, acct.equity)
         self.state.set_last_prices(prices, ts)
+        changed = self.engine.mark(ts, now, np.where(ok, row, np.nan), equity=float(acct.equity))  # the one step's marks + breakers
+        self.equity = self.engine.equity; self.counts["sessions"] += 1
+        if self.metrics is not None:
+            self.metrics.set_equity(self.equity, self.sm.peak_equity, self.sm.day_start_equity); self.metrics.set_session(ts)
+            self.metrics.heartbeat()
+        if self.alerter is not None:
+            self.alerter.check_live(self.state, self.queue, self.run_id, self.s, drawdown=1 - self.equity / self.sm.peak_equity)
         self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
         self.state.set_job_session(ts, self.equity)  # dashboard: the session being traded and this run's own equity curve
-        if self.circuit_breakers:
-            before = self.sm.state; after = self.sm.on_equity(self.equity, ts)
-            if after != before:
-                ch = self.sm.changes[-1]
-                self.state.set_trading_state(after, ch.who, ch.reason)
-                if after == TradingState.HALTED: self._cancel_working(ts, ch.reason)
+        if changed is not None:
+            ch = self.sm.changes[-1]
+            self.state.set_trading_state(changed, ch.who, ch.reason)
+            if changed == TradingState.HALTED: self._cancel_working(ts, ch.reason)
         stored = self.state.trading_state()
         if stored is not None and stored != self.sm.state and stored != TradingState.ACTIVE: self.sm.state = stored
         elif stored == TradingState.ACTIVE and self.sm.state != TradingState.ACTIVE:
             self.sm.release("supervisor (via state)", "trading state set ACTIVE in Redis", ts, self.equity)
+        if self.circuit_breakers: self.state.save_breakers(self.run_id, self.sm.snapshot(), ts)  # issue 16.7
         self._process_approvals(ts, now)
         can, why = self.state.can_trade()
         if not can:
@@ -333,25 +434,45 @@ class LiveTrader:
         elif bad.any():
             self._record("alert", dict(run_id=self.run_id, session=str(ts), alert="no decision this session: market data failed validation",
                                        symbols=[self.symbols[i] for i in np.flatnonzero(bad)]))
-        elif ts in self.rebalance_days:
-            self._decide(ts, now)
-            if self.approval_wait > 0: self._wait_for_approvals(ts, now)
+        elif self._timed_decide(t, ts, now) and self.approval_wait > 0:
+            self._wait_for_approvals(ts, now)
         self.state.r.set(self._last_session_key, ts.isoformat())
 
     def run(self, start=None, end=None, speed: float = 0.0, max_sessions: int | None = None, progress: bool = False) -> pd.DataFrame:
         """Replay sessions in [start, end] (after the last completed one on a restart) at `speed` seconds per session
         (0 = as fast as possible). Returns the equity history (session → equity, cash)."""
         from tqdm.auto import tqdm
-        last = self.start()
-        ix = self.sessions
-        lo = ix.searchsorted(pd.Timestamp(start, tz="UTC")) if start is not None else 0
-        if last is not None: lo = max(lo, ix.searchsorted(last, side="right"))
-        hi = ix.searchsorted(pd.Timestamp(end, tz="UTC"), side="right") if end is not None else len(ix)
-        todo = range(lo, hi if max_sessions is None else min(hi, lo + max_sessions))
-        for t in tqdm(todo, disable=not progress, desc="replay"):
-            self.step(t)
-            if speed > 0: time.sleep(speed)
+        session = None
+        try:  # issue 16.4: Redis gone (STATE_DOWN) -> a `state` record in the ledger and StateUnavailable (job exit code 3)
+            last = self.start()
+            ix = self.sessions
+            lo = ix.searchsorted(pd.Timestamp(start, tz="UTC")) if start is not None else 0
+            if last is not None: lo = max(lo, ix.searchsorted(last, side="right"))
+            hi = ix.searchsorted(pd.Timestamp(end, tz="UTC"), side="right") if end is not None else len(ix)
+            todo = range(lo, hi if max_sessions is None else min(hi, lo + max_sessions))
+            for t in tqdm(todo, disable=not progress, desc="replay"):
+                session = self.sessions[t]
+                self.step(t)
+                if speed > 0: time.sleep(speed)
+        except STATE_DOWN as e:
+            raise state_unavailable_halt(self.ledger, e, self.run_id, session, self.job) from e
         return pd.DataFrame(self.history, columns=["session", "equity", "cash"]).set_index("session")
+
+    def finish(self, why: str = "run ended") -> list[str]:
+        """End of the run: every request of this run still waiting for a supervisor expires (nothing of a finished run
+        stays approvable) and its order is recorded expired. Returns the expired client_order_ids."""
+        from trading_lib.live.approvals import ApprovalError
+        out = []
+        ts = self.history[-1][0] if self.history else pd.Timestamp.now(tz="UTC")
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.expire(cid, self.identity, f"{why}: run {self.run_id}")
+            except ApprovalError: pass  # decided meanwhile: the ledger has the decision; the order stays as the queue says
+            o.expire(at=ts); self._save(o); out.append(cid)
+        if self.alerter is not None:
+            fills = sum(1 for o in list(self.done.values()) + list(self.orders.values()) if o.filled_qty > 0)
+            self.alerter.run_ended(self.run_id, sessions=self.counts["sessions"], fills=fills, orders=self.counts["orders"])
+        return out
 
 # %% ../../nbs/live/22_trader.ipynb #edcd5d63
 @dataclass
@@ -364,9 +485,14 @@ class LiveSession:
     queue: ApprovalQueue
     broker: object
     state_dir: Path
+    metrics: object = None  # live.metrics.LiveMetrics (Prometheus endpoint), when enabled in settings
+    alerter: object = None  # live.alerts.Alerter (targets from TRADING_ALERT_URLS)
 
     def close(self):
         from trading_lib.live.state import close_redis
+        if self.metrics is not None: self.metrics.set_running(False)
+        if self.alerter is not None: self.alerter.flush(10)
+        if self.metrics is not None: self.metrics.stop()
         close_redis(self.redis)
 
 def open_session(settings: Settings, run_id: str, mode: str = "replay", root=None, url_override: str | None = None) -> LiveSession:
@@ -382,8 +508,12 @@ def open_session(settings: Settings, run_id: str, mode: str = "replay", root=Non
     if mode == "live" and (settings.broker.mode != "live" or not settings.broker.live_armed):
         raise BrokerConfigError("mode=live needs broker.mode=live and broker.live_armed=true in settings (two explicit flags)")
     root = Path(root) if root else project_root()
+    from trading_lib.live.metrics import LiveMetrics, MeteredLedger
+    from trading_lib.live.alerts import Alerter
     r = connect_redis(settings, appendfsync=settings.redis.appendfsync)
-    ledger = Ledger(default_ledger_path(settings))
+    metrics = LiveMetrics.from_settings(settings, run_id, mode=mode, broker="simulated" if mode == "replay" else "alpaca")
+    alerter = Alerter.from_env(settings)
+    ledger = MeteredLedger(Ledger(default_ledger_path(settings)), metrics, alerter)  # every record counted and alerted on
     state = LiveState(r, ledger=ledger)
     queue = ApprovalQueue(r, ledger, settings.approvals.expiry_seconds)
     state_dir = Path(settings.redis.embedded_dir if Path(settings.redis.embedded_dir).is_absolute() else root / settings.redis.embedded_dir).parent / "state" / run_id
@@ -394,7 +524,9 @@ def open_session(settings: Settings, run_id: str, mode: str = "replay", root=Non
             state.release_kill_switch("live-job (replay init)", "offline replay on the simulated broker: kill switch initialised")
     else:
         broker = AlpacaBroker(settings, url_override=url_override)
-    return LiveSession(settings, run_id, r, state, ledger, queue, broker, state_dir)
+    metrics.watch(state, queue, run_id=run_id, job="live")
+    metrics.serve_from_settings(settings)
+    return LiveSession(settings, run_id, r, state, ledger, queue, broker, state_dir, metrics, alerter)
 
 # %% ../../nbs/live/22_trader.ipynb #7bf63736
 def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = None, registry_root=None,
@@ -403,8 +535,8 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     there is one (`use_champion`; its feature schema must match, else `SchemaMismatchError`), otherwise a model fitted
     on history with realised labels only (same embargo and validation purge as the walk-forward), which is then
     registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry)."""
-    from trading_lib.research.pipeline import build_dataset
-    from trading_lib.models.base import make_forecaster
+    from trading_lib.features import build_dataset
+    from trading_lib.models.factory import make_forecaster
     from trading_lib.models.registry import ModelRegistry
     from trading_lib.config import project_root
     reg = ModelRegistry(Path(registry_root) if registry_root else project_root() / "runs" / "registry")
@@ -455,10 +587,12 @@ def session_report(trader: LiveTrader) -> dict:
                 approved_without_one_approval=approval_mismatch)
 
 # %% ../../nbs/live/22_trader.ipynb #1b9880c4
-def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict) -> dict:
+def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict, expired: list | None = None) -> dict:
+    """Write equity.parquet, orders.parquet, metrics.json and summary.txt of a live run to `run_dir`; returns the metrics.
+    `expired`: the client_order_ids `LiveTrader.finish` expired."""
     from trading_lib.live.audit import verify
     from trading_lib.analytics.metrics import performance_summary
-    from trading_lib.research.backtest import write_json
+    from trading_lib.util import write_json
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     history.to_parquet(run_dir / "equity.parquet")
     orders = [o.to_dict() for o in list(trader.done.values()) + list(trader.orders.values())]
@@ -471,9 +605,47 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
                       first=str(history.index[0]) if len(history) else None, last=str(history.index[-1]) if len(history) else None),
              performance=performance_summary(rets) if len(rets) > 2 else {}, orders=counts, refusals=trader.refusals,
              pending_approvals=[o.client_order_id for o in trader.orders.values() if o.state == OrderState.PENDING_APPROVAL],
-             ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason),
-             reconciliation=session_report(trader))
+             ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason,
+                         head=f"{v.head[0]}:{v.head[1]}"),  # issue 16.14: the next job verifies against it
+             reconciliation=session_report(trader),
+             activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)),
+                                           approvals_expired_at_end=len(expired or []),
+                                           approvals=_approval_counts(orders)),
+             final=dict(equity=float(history["equity"].iloc[-1]) if len(history) else None,
+                        trading_state=trader.sm.state.value, strategy=getattr(trader.strategy, "name", None)))
     write_json(run_dir / "metrics.json", m)
-    trader.state.end_job(dict(sessions=len(history), last=m["run"]["last"], orders=counts, ledger_ok=v.ok,  # dashboard: job ended
+    (run_dir / "summary.txt").write_text(live_summary(m))
+    trader.state.end_job(dict(sessions=len(history), last=m["run"]["last"], ledger_ok=m["ledger"]["ok"],  # dashboard: job ended
                               reconciliation_ok=bool(m["reconciliation"].get("ok")), run_dir=str(run_dir)))
     return m
+
+def _approval_counts(orders: list) -> dict:
+    "Approval outcomes of a run's orders: pending / approved / rejected / expired."
+    out = dict(pending=0, approved=0, rejected=0, expired=0)
+    for o in orders:
+        if o["state"] == "pending_approval": out["pending"] += 1
+        elif o.get("approved_by"): out["approved"] += 1
+        elif o["state"] == "expired": out["expired"] += 1
+        elif o["state"] == "rejected" and str(o.get("reason", "")).startswith(("supervisor:", "operator:superseded")): out["rejected"] += 1
+    return out
+
+def live_summary(m: dict) -> str:
+    "The end-of-run summary of a live job (printed by `trading-lib run live` and saved as summary.txt)."
+    r, a, f = m["run"], m["activity"], m["final"]
+    perf = m.get("performance") or {}
+    lines = [f"Live run {r['run_id']} ({r['parameters'].get('mode', '?')}, strategy {f['strategy']}): {r['sessions']} sessions "
+             f"{r['first'] and r['first'][:10]} … {r['last'] and r['last'][:10]}",
+             f"  decisions {a['decisions']}, orders {a['orders']}, filled {a['fills']}, refused by pre-trade risk {sum(m['refusals'].values())}"
+             + (f" ({', '.join(f'{k} {v}' for k, v in sorted(m['refusals'].items()))})" if m["refusals"] else ""),
+             f"  approvals: requested {a['approval_requests']} ({a['approval_requests'] / max(a['orders'], 1):.0%} of orders), "
+             f"approved {a['approvals']['approved']} (auto {a['auto_approved']}), rejected {a['approvals']['rejected']}, "
+             f"expired {a['approvals']['expired']}, pending {a['approvals']['pending']}",
+             f"  final equity {f['equity']:,.2f}" if f["equity"] is not None else "  final equity —",
+             f"  trading state {f['trading_state']}; ledger {'intact' if m['ledger']['ok'] else 'BROKEN'} ({m['ledger']['n_records']} records); "
+             f"reconciliation {'ok' if m['reconciliation']['ok'] else 'FAILED'}"]
+    if perf: lines.append(f"  CAGR {perf.get('cagr', float('nan')):.3f}  Sharpe {perf.get('sharpe', float('nan')):.3f}  max drawdown {perf.get('max_drawdown', float('nan')):.3f}")
+    if a["fills"] == 0:
+        lines += ["", "!" * 100, "WARNING: this run FILLED NOTHING. Orders waiting for a supervisor: "
+                  f"{a['approval_requests']} (approve them, or run an unattended replay with -p approvals auto); "
+                  f"refused by risk: {sum(m['refusals'].values())}.", "!" * 100]
+    return "\n".join(lines)

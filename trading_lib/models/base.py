@@ -14,9 +14,9 @@ from sklearn.isotonic import IsotonicRegression
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['FORECAST_COLUMNS', 'FORECASTERS', 'ZOO_MODELS', 'label_horizons', 'check_features', 'fit_confidence',
-           'apply_confidence', 'Forecaster', 'LightGBMForecaster', 'lookback_windows', 'resolve_device', 'train_loop',
-           'WindowForecaster', 'LSTMForecaster', 'make_forecaster']
+__all__ = ['FORECAST_COLUMNS', 'FORECASTERS', 'label_horizons', 'check_features', 'fit_confidence', 'apply_confidence',
+           'Forecaster', 'LightGBMForecaster', 'lookback_windows', 'resolve_device', 'train_loop', 'WindowForecaster',
+           'LSTMForecaster']
 
 # %% ../../nbs/models/05_base.ipynb #efb8737d
 _IDX = ("timestamp", "symbol")
@@ -197,7 +197,7 @@ class Forecaster:
         "Write the fitted model to one file (plain data via `torch.save`); returns the path."
         if not getattr(self, "fitted_", False): raise RuntimeError(f"{self.name}: save() before fit()")
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": _FORMAT, "class": type(self).__name__, "params": self.get_params(),
+        torch.save({"format": _FORMAT, "class": type(self).__name__, "module": type(self).__module__, "params": self.get_params(),
                     "feature_names": self.feature_names_, "horizons": self.horizons_,
                     "calibration": {int(h): c for h, c in self.calibration_.items()}, "state": self._get_state()}, path)
         return path
@@ -209,6 +209,9 @@ class Forecaster:
         d = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(d, dict) or d.get("format") != _FORMAT: raise ValueError(f"{path}: not a {_FORMAT} file")
         klass = _REGISTRY.get(d["class"])
+        if klass is None and d.get("module"):  # the class's module was not imported yet (a zoo or user model)
+            import importlib
+            importlib.import_module(d["module"]); klass = _REGISTRY.get(d["class"])
         if klass is None or not issubclass(klass, cls): raise ValueError(f"{path}: holds a {d['class']}, not a {cls.__name__}")
         obj = klass(**{**d["params"], **overrides})
         obj.feature_names_, obj.horizons_ = list(d["feature_names"]), [int(h) for h in d["horizons"]]
@@ -514,24 +517,4 @@ class LSTMForecaster(WindowForecaster):
 
 # %% ../../nbs/models/05_base.ipynb #bfe0371e
 FORECASTERS = {"lightgbm": LightGBMForecaster, "lstm": LSTMForecaster}
-ZOO_MODELS = ("gru", "cnn_lstm", "transformer", "tft", "gat", "xgboost", "ensemble")  # built by trading_lib.models.zoo
 
-def make_forecaster(name: str, settings_models, horizons: list[int] | None = None, **overrides) -> Forecaster:
-    """Forecaster `name` configured from a `ModelSettings` (seed, device, lgbm_*, lstm_*, zoo keys);
-    `horizons` default `settings_models.horizons`; `overrides` replace any constructor parameter.
-    Names: 'lightgbm', 'lstm', and the zoo's 'gru', 'cnn_lstm', 'transformer', 'tft', 'gat', 'xgboost', 'ensemble'
-    (imported lazily from `trading_lib.models.zoo`). With `hpo_trials > 0` the model is wrapped in the zoo's Optuna
-    search (`TunedForecaster`), run inside each training window."""
-    m = settings_models
-    hs = list(horizons if horizons is not None else m.horizons)
-    if name in ZOO_MODELS or getattr(m, "hpo_trials", 0) > 0:
-        if name not in FORECASTERS and name not in ZOO_MODELS:
-            raise ValueError(f"unknown forecaster {name!r} (known: {', '.join([*FORECASTERS, *ZOO_MODELS])})")
-        from trading_lib.models import zoo   # lazy: the zoo imports this module
-        return zoo.make_zoo_forecaster(name, m, hs, **overrides)
-    if name == "lightgbm":
-        kw = dict(n_estimators=m.lgbm_n_estimators, learning_rate=m.lgbm_learning_rate, num_leaves=m.lgbm_num_leaves)
-    elif name == "lstm":
-        kw = dict(lookback=m.lstm_lookback, hidden=m.lstm_hidden, epochs=m.lstm_epochs, batch_size=m.lstm_batch_size, device=m.device)
-    else: raise ValueError(f"unknown forecaster {name!r} (known: {', '.join([*FORECASTERS, *ZOO_MODELS])})")
-    return FORECASTERS[name](horizons=hs, seed=m.seed, **{**kw, **overrides})

@@ -11,12 +11,11 @@ from torch import nn
 import torch.nn.functional as F
 from .base import (Forecaster, WindowForecaster, LightGBMForecaster, LSTMForecaster, FORECASTERS,
                                 _REGISTRY, check_features, fit_confidence, apply_confidence, resolve_device,
-                                train_loop, _label_matrix, _masked_mse, make_forecaster)
+                                train_loop, _label_matrix, _masked_mse)
 
 # %% auto #0
 __all__ = ['ZOO', 'GRUForecaster', 'CNNLSTMForecaster', 'TransformerForecaster', 'GRN', 'pinball_loss', 'TFTForecaster',
-           'XGBoostForecaster', 'EnsembleForecaster', 'correlation_graph', 'GATForecaster', 'TunedForecaster',
-           'make_zoo_forecaster']
+           'XGBoostForecaster', 'EnsembleForecaster', 'correlation_graph', 'GATForecaster', 'TunedForecaster']
 
 # %% ../../nbs/models/06_zoo.ipynb #4273901e
 class _GRUNet(nn.Module):
@@ -538,31 +537,4 @@ class TunedForecaster(Forecaster):
 # %% ../../nbs/models/06_zoo.ipynb #24eb86b9
 ZOO = {"gru": GRUForecaster, "cnn_lstm": CNNLSTMForecaster, "transformer": TransformerForecaster, "tft": TFTForecaster,
        "gat": GATForecaster, "xgboost": XGBoostForecaster, "ensemble": EnsembleForecaster}
-FORECASTERS.update(ZOO)
 
-def make_zoo_forecaster(name: str, settings_models, horizons: list[int], **overrides) -> Forecaster:
-    "Zoo forecaster `name` from a `ModelSettings` (see above); `overrides` replace constructor parameters of the base model."
-    m = settings_models
-    window = dict(lookback=m.lstm_lookback, hidden=m.zoo_hidden, epochs=m.zoo_epochs, batch_size=m.lstm_batch_size,
-                  lr=m.zoo_lr, dropout=m.zoo_dropout, device=m.device, keep_checkpoints=m.checkpoint_keep)
-    if name in ("lightgbm", "lstm"):
-        base = make_forecaster(name, m.model_copy(update={"hpo_trials": 0}), horizons, **overrides)
-    elif name in ("gru", "cnn_lstm"): base = ZOO[name](horizons=horizons, seed=m.seed, **{**window, **overrides})
-    elif name in ("transformer", "tft"):
-        kw = {**window, "heads": m.transformer_heads, **({"quantiles": m.tft_quantiles} if name == "tft" else {})}
-        base = ZOO[name](horizons=horizons, seed=m.seed, **{**kw, **overrides})
-    elif name == "gat":
-        kw = dict(hidden=m.zoo_hidden, heads=m.transformer_heads, dropout=m.zoo_dropout, corr_window=m.gat_corr_window,
-                  neighbours=m.gat_neighbours, epochs=m.zoo_epochs, lr=m.zoo_lr, device=m.device, keep_checkpoints=m.checkpoint_keep)
-        base = GATForecaster(horizons=horizons, seed=m.seed, **{**kw, **overrides})
-    elif name == "xgboost":
-        kw = dict(n_estimators=m.xgb_n_estimators, learning_rate=m.xgb_learning_rate, max_depth=m.xgb_max_depth, device=m.device)
-        base = XGBoostForecaster(horizons=horizons, seed=m.seed, **{**kw, **overrides})
-    elif name == "ensemble":
-        if "ensemble" in m.ensemble_members: raise ValueError("ensemble_members cannot contain 'ensemble'")
-        plain = m.model_copy(update={"hpo_trials": 0})
-        members = [make_forecaster(n, plain, horizons) for n in m.ensemble_members]
-        return EnsembleForecaster(horizons=horizons, members=members, weighting=m.ensemble_weighting, seed=m.seed, **overrides)
-    else: raise ValueError(f"unknown forecaster {name!r} (known: {', '.join(FORECASTERS)})")
-    if m.hpo_trials > 0: return TunedForecaster(horizons=horizons, base=base, n_trials=m.hpo_trials, seed=m.seed)
-    return base

@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'E', 'BANNER_COLORS', 'header_env_name', 'supervisor_identity', 'Outcome', 'clean_reason',
            'OversightController', 'PositionCosts', 'positions_table', 'exposures', 'ReconcileWatch',
            'oversight_snapshot', 'job_html', 'header_html', 'fmt_qty', 'positions_html', 'exposures_html', 'event_line',
-           'Verdict', 'order_verdict', 'banner_html', 'run_frame', 'run_figure', 'update_run_figure', 'split_requests',
-           'history_html', 'OversightApp', 'runs_root', 'read_metrics', 'load_runs', 'model_leaderboard', 'sort_table',
-           'equity_curves', 'forecasts_vs_realised', 'rolling_ic', 'ResearchApp', 'oversight_app', 'research_app']
+           'Verdict', 'order_verdict', 'banner_html', 'run_frame', 'run_figure', 'split_requests', 'history_html',
+           'OversightApp', 'runs_root', 'read_metrics', 'load_runs', 'model_leaderboard', 'sort_table', 'equity_curves',
+           'forecasts_vs_realised', 'rolling_ic', 'ResearchApp', 'oversight_app', 'research_app']
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #7f8897ad
 def header_env_name(header: str) -> str:
@@ -396,36 +396,30 @@ def _x(ix) -> list:
     return [t.strftime("%Y-%m-%d %H:%M") if (t.hour or t.minute) else t.strftime("%Y-%m-%d") for t in ix]
 
 def run_figure(frame: pd.DataFrame, risk, height: int = 520):
-    "A plotly FigureWidget: equity; P&L per session against the daily loss limit; drawdown against `risk.max_drawdown_pct`."
+    """A plotly FigureWidget: equity; P&L per session against the daily loss limit; drawdown against
+    `risk.max_drawdown_pct`. Built whole (data and layout in its first state): plotly 7's incremental messages
+    (`batch_update`, `add_trace` on a live widget) did not reach the page in Voila, so a changed curve is a new figure."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    fig = go.FigureWidget(make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.5, 0.25, 0.25],
-                                        subplot_titles=("equity (currency)", "P&L per session against the daily loss limit",
-                                                        "drawdown against the max-drawdown limit")))
-    fig.add_scatter(name="equity", row=1, col=1, line=dict(color="#1f5fbf"), hovertemplate="%{x}<br>equity %{y:,.2f}<extra></extra>")
-    fig.add_bar(name="P&L", row=2, col=1, marker_color="#57606a", hovertemplate="%{x}<br>P&L %{y:,.2f}<extra></extra>")
-    fig.add_scatter(name="daily loss limit", row=2, col=1, line=dict(color="#c62828", dash="dash", shape="hv"),
-                    hovertemplate="%{x}<br>daily loss limit %{y:,.2f}<extra></extra>")
-    fig.add_scatter(name="drawdown", row=3, col=1, fill="tozeroy", line=dict(color="#9a6700"), hovertemplate="%{x}<br>drawdown %{y:.2%}<extra></extra>")
-    fig.add_scatter(name="max drawdown limit", row=3, col=1, line=dict(color="#c62828", dash="dash"),
-                    hovertemplate="max drawdown limit %{y:.2%}<extra></extra>")
-    fig.update_layout(height=height, margin=dict(l=70, r=20, t=40, b=30), showlegend=False, template="plotly_white",
-                      hovermode="x unified")
-    fig.update_yaxes(tickformat=",.0f", row=1, col=1); fig.update_yaxes(tickformat=",.0f", row=2, col=1)
-    fig.update_yaxes(tickformat=".1%", row=3, col=1)
-    update_run_figure(fig, frame, risk)
-    return fig
-
-def update_run_figure(fig, frame: pd.DataFrame, risk):
-    "Replace the figure's data with `frame` (`run_frame`) in one batch (one message to the browser)."
     x = _x(frame.index)
-    lim = (-risk.daily_loss_limit_pct * frame["equity"].shift(1)).to_numpy()
-    with fig.batch_update():
-        fig.data[0].x, fig.data[0].y = x, frame["equity"].to_numpy()
-        fig.data[1].x, fig.data[1].y = x, frame["pnl"].to_numpy()
-        fig.data[2].x, fig.data[2].y = x, lim
-        fig.data[3].x, fig.data[3].y = x, frame["drawdown"].to_numpy()
-        fig.data[4].x, fig.data[4].y = (x[:1] + x[-1:], [-risk.max_drawdown_pct] * 2) if x else ([], [])
+    lim = (-risk.daily_loss_limit_pct * frame["equity"].shift(1)).to_numpy().tolist()
+    f = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.5, 0.25, 0.25],
+                      subplot_titles=("equity (currency)", "P&L per session against the daily loss limit",
+                                      "drawdown against the max-drawdown limit"))
+    f.add_scatter(x=x, y=frame["equity"].tolist(), name="equity", row=1, col=1, line=dict(color="#1f5fbf"),
+                  hovertemplate="%{x}<br>equity %{y:,.2f}<extra></extra>")
+    f.add_bar(x=x, y=frame["pnl"].tolist(), name="P&L", row=2, col=1, marker_color="#57606a", hovertemplate="%{x}<br>P&L %{y:,.2f}<extra></extra>")
+    f.add_scatter(x=x, y=lim, name="daily loss limit", row=2, col=1, line=dict(color="#c62828", dash="dash", shape="hv"),
+                  hovertemplate="%{x}<br>daily loss limit %{y:,.2f}<extra></extra>")
+    f.add_scatter(x=x, y=frame["drawdown"].tolist(), name="drawdown", row=3, col=1, fill="tozeroy", line=dict(color="#9a6700"),
+                  hovertemplate="%{x}<br>drawdown %{y:.2%}<extra></extra>")
+    f.add_scatter(x=(x[:1] + x[-1:]) if x else [], y=[-risk.max_drawdown_pct] * (2 if x else 0), name="max drawdown limit", row=3, col=1,
+                  line=dict(color="#c62828", dash="dash"), hovertemplate="max drawdown limit %{y:.2%}<extra></extra>")
+    f.update_layout(height=height, margin=dict(l=70, r=20, t=40, b=30), showlegend=False, template="plotly_white", hovermode="x unified")
+    f.update_yaxes(tickformat=",.0f", row=1, col=1); f.update_yaxes(tickformat=",.0f", row=2, col=1)
+    f.update_yaxes(tickformat=".1%", row=3, col=1)
+    return go.FigureWidget(f)
+
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #79ff412f
 def _css_id(cid: str) -> str: return "tl-cid-" + re.sub(r"[^A-Za-z0-9_-]", "_", cid)
@@ -549,8 +543,7 @@ class OversightApp:
         "Create the run chart (a plotly FigureWidget) and put it on the page; idempotent."
         with self._lock:
             if self.fig is None:
-                self.fig = run_figure(run_frame({}), self.s.risk, height=480)
-                self.w_chart.children = [self.fig]; self._chart_key = None
+                self.fig = False; self._chart_key = None  # the chart is drawn from now on
                 self._update_chart(self.snap["job"] if self.snap else {})
         return self
 
@@ -716,7 +709,9 @@ class OversightApp:
         if len(eq) < 1:
             self.w_chart_msg.value = "<i>no equity recorded for this run yet</i>" if run else "<i>no run recorded yet</i>"
         else: self.w_chart_msg.value = f"<small>run {E(run)}: {len(eq):,} sessions, last equity {_num(list(eq.values())[-1])}</small>"
-        update_run_figure(self.fig, run_frame(eq), self.s.risk)
+        old, self.fig = self.fig, run_figure(run_frame(eq), self.s.risk, height=480)
+        self.w_chart.children = [self.fig]
+        if old: old.close()
 
     def _update_ledger(self, now):
         if now - self._verify_at > 10:
@@ -905,24 +900,30 @@ def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
     return (f"<div style='max-height:340px;overflow:auto'><table class='tl-table {cls}' style='font-size:0.85em'>"
             f"<tr>{heads}</tr>{''.join(body)}</table></div>")
 
-def _fig(rows: int = 1, titles=(), height: int = 380, secondary: bool = False):
+def _lines_figure(parts, rows: int = 1, titles=(), height: int = 380, secondary: bool = False, title: str = ""):
+    """A plotly FigureWidget built whole (see `run_figure`): `parts` = [(frame, row, hover format, axis tick format,
+    columns on the secondary axis)], one line per column (index = x); columns of the same name share a colour."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    spec = [[{"secondary_y": secondary}]] * rows
-    fig = go.FigureWidget(make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=titles, specs=spec))
-    fig.update_layout(height=height, margin=dict(l=70, r=30, t=40, b=30), template="plotly_white", hovermode="x unified",
-                      legend=dict(orientation="h", y=-0.12))
-    return fig
+    f = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=titles,
+                      specs=[[{"secondary_y": secondary}]] * rows)
+    names = list(dict.fromkeys(c for fr, *_ in parts for c in fr.columns))
+    for fr, row, fmt, tick, sec in parts:
+        x = _x(fr.index) if isinstance(fr.index, pd.DatetimeIndex) else list(fr.index)
+        for c in fr.columns:
+            kw = dict(secondary_y=True) if c in sec else {}
+            f.add_scatter(x=x, y=fr[c].astype(float).tolist(), name=str(c), mode="lines", row=row, col=1, hovertemplate=f"%{{y:{fmt}}}",
+                          line=dict(color=f"hsl({names.index(c) * 360 // max(1, len(names))},60%,40%)"), showlegend=row == 1, **kw)
+        f.update_yaxes(tickformat=tick, row=row, col=1)
+    f.update_layout(height=height, margin=dict(l=70, r=30, t=40, b=30), template="plotly_white", hovermode="x unified",
+                    legend=dict(orientation="h", y=-0.12), title=title or None)
+    return go.FigureWidget(f)
 
-def _set_lines(fig, frame: pd.DataFrame, row: int = 1, fmt: str = ",.4f", secondary=(), clear: bool = True):
-    "Replace the figure's traces by one line per column of `frame` (index = x)."
-    x = _x(frame.index) if isinstance(frame.index, pd.DatetimeIndex) else list(frame.index)
-    with fig.batch_update():
-        if clear: fig.data = ()
-        for c in frame.columns:
-            kw = dict(secondary_y=True) if c in secondary else {}
-            fig.add_scatter(x=x, y=frame[c].to_numpy(dtype=float), name=str(c), mode="lines", row=row, col=1,
-                            hovertemplate=f"%{{y:{fmt}}}", **kw)
+def _swap(box, old, new):
+    "Show figure `new` in `box` in place of `old` (closed)."
+    box.children = [new]
+    if old is not None: old.close()
+    return new
 
 class ResearchApp:
     """The research dashboard over `root` (a runs/ folder; default `runs_root()`): runs (failed ones with their error,
@@ -963,6 +964,7 @@ class ResearchApp:
         self.d_ic_h = W.Dropdown(description="horizon"); self.d_ic_h.add_class("tl-ic-horizon")
         self.w_ic_msg = self._html("tl-ic-msg")
         self.fig_ic = self.fig_eq = self.fig_fc = None  # plotly figures: attach_charts, once the page has its state
+        self._charts = False
         self.w_ic = W.Box([]); self.w_ic.add_class("tl-ic-chart")
         self.d_ic_run.observe(lambda _: self._ic_options(), "value"); self.d_ic_h.observe(lambda _: self.show_ic(), "value")
         self.s_eq = W.SelectMultiple(options=self.curves, value=tuple(self.curves[:1]), description="runs", rows=4,
@@ -990,11 +992,8 @@ class ResearchApp:
 
     def attach_charts(self):
         "Create the three plotly figures, put them on the page and draw them; idempotent."
-        if self.fig_ic is None:
-            self.fig_ic = _fig(1, (f"rolling {self.ic_window}-date mean of the daily cross-sectional rank IC, per model",), 360)
-            self.fig_eq = _fig(2, ("growth of 1 (after costs)", "drawdown"), 520)
-            self.fig_fc = _fig(1, ("",), 340, secondary=True)
-            self.w_ic.children, self.w_eq.children, self.w_fc.children = [self.fig_ic], [self.fig_eq], [self.fig_fc]
+        if not self._charts:
+            self._charts = True
             self.show_ic(); self.show_equity(); self.show_forecasts()
         return self
 
@@ -1040,7 +1039,9 @@ class ResearchApp:
         if getattr(self, "_muted_ic", False) or not self.d_ic_run.value or self.d_ic_h.value is None: return
         try:
             ic = rolling_ic(self._dir(self.d_ic_run.value, self.with_fc), self.d_ic_h.value, self.ic_window, self.source, self.s)
-            if self.fig_ic is not None: _set_lines(self.fig_ic, ic, fmt=".3f")
+            if self._charts:
+                self.fig_ic = _swap(self.w_ic, self.fig_ic, _lines_figure([(ic, 1, ".3f", ".2f", ())], 1,
+                                    (f"rolling {self.ic_window}-date mean of the daily cross-sectional rank IC, per model",), 360))
             last = ic.ffill().iloc[-1] if len(ic) else pd.Series(dtype=float)
             self.w_ic_msg.value = ("<span class='tl-ic-stats'>latest rolling IC: " +
                                    " · ".join(f"{E(str(m))} {_num(v, '{:+.3f}')}" for m, v in last.items()) + "</span>")
@@ -1052,14 +1053,9 @@ class ResearchApp:
         try:
             ec = equity_curves([self.root / r for r in chosen])
             ec.columns = [c.split("/")[-1] for c in ec.columns]
-            if self.fig_eq is None: self.w_eq_msg.value = ""; return
-            _set_lines(self.fig_eq, ec, 1, ",.3f")
-            _set_lines(self.fig_eq, ec / ec.cummax() - 1, 2, ".2%", clear=False)
-            with self.fig_eq.batch_update():
-                for i, t in enumerate(self.fig_eq.data):
-                    t.line.color = f"hsl({(i % len(ec.columns)) * 360 // max(1, len(ec.columns))},60%,40%)"
-                    if i >= len(ec.columns): t.showlegend = False
-                self.fig_eq.layout.yaxis2.tickformat = ".0%"
+            if not self._charts: self.w_eq_msg.value = ""; return
+            self.fig_eq = _swap(self.w_eq, self.fig_eq, _lines_figure([(ec, 1, ",.3f", ",.2f", ()), (ec / ec.cummax() - 1, 2, ".2%", ".0%", ())],
+                                                                       2, ("growth of 1 (after costs)", "drawdown"), 520))
             self.w_eq_msg.value = ""
         except Exception as e: self.w_eq_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"
 
@@ -1084,11 +1080,9 @@ class ResearchApp:
             ok = fr.dropna()
             ic = ok["prediction"].corr(ok["realised"]) if len(ok) > 2 else np.nan
             hit = (np.sign(ok["prediction"]) == np.sign(ok["realised"])).mean() if len(ok) else np.nan
-            if self.fig_fc is not None:
-                _set_lines(self.fig_fc, fr.iloc[-500:], fmt=".2%", secondary=("prediction",))
-                with self.fig_fc.batch_update():
-                    self.fig_fc.layout.title = f"{self.d_fc_sym.value}, {self.d_fc_h.value}-day forward return (last 500 dates)"
-                    self.fig_fc.layout.yaxis.tickformat = ".1%"; self.fig_fc.layout.yaxis2.tickformat = ".2%"
+            if self._charts:
+                self.fig_fc = _swap(self.w_fc, self.fig_fc, _lines_figure([(fr.iloc[-500:], 1, ".2%", ".1%", ("prediction",))], 1, (), 340, True,
+                                    f"{self.d_fc_sym.value}, {self.d_fc_h.value}-day forward return (last 500 dates)"))
             self.w_fc_msg.value = (f"<span class='tl-fc-stats'>{len(ok):,} dates · correlation {_num(ic, '{:.3f}')} · "
                                    f"directional accuracy {_num(hit, '{:.1%}')}</span>")
         except Exception as e: self.w_fc_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"

@@ -67,11 +67,12 @@ def optimise_window(returns: np.ndarray, method: str, mu=None, max_weight: float
 
 # %% ../../nbs/portfolio/10_optimisation.ipynb #6c329ace
 def optimised_weights(close: pd.DataFrame, method: str, decision_dates, expected_returns: pd.DataFrame | None = None,
-                      cov_window: int = 252, max_weight: float = 1.0, progress: bool = False, **kw) -> pd.DataFrame:
+                      cov_window: int = 252, max_weight: float = 1.0, progress: bool = False, previous_weights=None, **kw) -> pd.DataFrame:
     """Target weights on `decision_dates` (subset of `close.index`). `close` (T, N) adjusted closes indexed by UTC
     session; `expected_returns` (≥ decisions, N) daily expected simple returns (fraction) for the mean-risk methods.
     Returns a (len(decision_dates), N) DataFrame of fractions of equity (NaN rows: not enough history). `kw` go to
-    `make_optimiser` (risk_aversion, cvar_risk_aversion, turnover_penalty)."""
+    `make_optimiser` (risk_aversion, cvar_risk_aversion, turnover_penalty); `previous_weights` (N,): the weights of the
+    decision before the first date (for the turnover penalty; default none)."""
     dates = pd.DatetimeIndex(decision_dates)
     pos = close.index.get_indexer(dates)
     if (pos < 0).any(): raise ValueError(f"optimised_weights: decision date {dates[pos < 0][0]} is not a session of close")
@@ -81,7 +82,8 @@ def optimised_weights(close: pd.DataFrame, method: str, decision_dates, expected
     fin = np.isfinite(R).astype(np.int64)
     cfin = np.vstack([np.zeros((1, R.shape[1]), np.int64), np.cumsum(fin, axis=0)])  # windowed finite counts in O(1)
     MU = None if expected_returns is None else expected_returns.reindex(dates).to_numpy(dtype=float)
-    out = np.full((len(dates), close.shape[1]), np.nan); prev_full = None
+    out = np.full((len(dates), close.shape[1]), np.nan)
+    prev_full = None if previous_weights is None else np.asarray(previous_weights, dtype=float)
     for j, i in enumerate(tqdm(pos, disable=not progress, desc=method, mininterval=1.0)):
         if i < cov_window: continue
         ok = (cfin[i + 1] - cfin[i + 1 - cov_window]) == cov_window

@@ -70,7 +70,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     Returns out-of-sample forecasts only: every row's timestamp lies in a test window its model never trained on.
     A feature with less than `min_feature_coverage` non-NaN values in a fold's training rows is left out of that fold
     (listed in `excluded_features`), e.g. the VIX before the period its data covers."""
-    from trading_lib.models.base import make_forecaster
+    from trading_lib.models.factory import make_forecaster
     models = list(models or settings.models.names)
     dates = features.index.get_level_values("timestamp").unique().sort_values()
     folds = walk_forward_folds(dates, settings)
@@ -195,23 +195,21 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
     tests, factor exposures). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>...,
     method:<m>..., 1/N, S&P 500 — each starting at initial cash)."""
     from trading_lib.analytics import metrics as M
+    from trading_lib.trading.strategy import ForecastStrategy, EqualWeight
     h = settings.portfolio.signal_horizon
     start = forecasts["timestamp"].min()
     C = close[close.index >= start]
     models = sorted(forecasts["model"].unique())
     results, equity = {}, {}
     runs = {"strategy": models, **{f"model:{m}": [m] for m in models}}
-    for name, ms in runs.items():
-        sc = score_matrix(forecasts, h, C.index, C.columns, ms)
-        mu = expected_return_matrix(forecasts, h, C.index, C.columns, ms)
-        results[name] = run_backtest(C, weights_from_scores(sc, settings, close, mu), settings, progress=progress)
+    for name, ms in runs.items():  # the same ForecastStrategy object type the replay and live trading run
+        results[name] = run_backtest(close, ForecastStrategy(forecasts, settings, models=ms, horizon=h, name=name), settings,
+                                     progress=progress, start=start)
     extra = [m for m in (methods or []) if m != settings.portfolio.method]
-    if extra:
-        sc = score_matrix(forecasts, h, C.index, C.columns, models)
-        mu = expected_return_matrix(forecasts, h, C.index, C.columns, models)
-        for m in extra:
-            results[f"method:{m}"] = run_backtest(C, weights_from_scores(sc, settings, close, mu, method=m), settings, progress=progress)
-    results["1/N"] = run_backtest(C, equal_weight_targets(C, "M"), settings)
+    for m in extra:
+        results[f"method:{m}"] = run_backtest(close, ForecastStrategy(forecasts, settings, models=models, method=m, horizon=h),
+                                              settings, progress=progress, start=start)
+    results["1/N"] = run_backtest(close, EqualWeight("M"), settings, start=start)
     cash = settings.execution.initial_cash
     bm = benchmark.reindex(C.index)
     if bm.isna().any(): raise ValueError(f"benchmark has no close on {bm[bm.isna()].index[0].date()} (a session of the panel)")
