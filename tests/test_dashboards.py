@@ -235,7 +235,7 @@ def test_oversight_page(env):
     body = page.locator("body").inner_text()
     assert not re.search(r"\d\.\d+e[+-]?\d", body), re.search(r".{30}\d\.\d+e[+-]?\d.{10}", body)
     assert "10,820" in hist.inner_text()
-    page.locator(".tl-run-chart .js-plotly-plot").wait_for(timeout=20_000)
+    page.locator(".tl-run-chart .js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=30_000)  # the equity line is drawn
     html = page.content()
     assert SECRET not in html and TOKEN not in html and "oversight_app()" not in html  # no secrets, sources stripped
     assert env["held"] and all(sym in page.locator(".tl-positions").inner_text() for sym in env["held"])
@@ -305,8 +305,8 @@ def test_research_page(env):
     _wait(lambda: (t := page.locator(".tl-leaderboard").inner_text()).index("lightgbm") < t.index("lstm"), 10, "the leaderboard to re-sort")
     page.locator(".tl-ic-stats").wait_for(timeout=30_000)
     assert "lstm" in page.locator(".tl-ic-stats").inner_text()
-    for sel in (".tl-ic-chart .js-plotly-plot", ".tl-eq-chart .js-plotly-plot", ".tl-fc-chart .js-plotly-plot"):
-        page.locator(sel).wait_for(timeout=90_000)  # the charts follow the page's state
+    for sel in (".tl-ic-chart", ".tl-eq-chart", ".tl-fc-chart"):  # the charts follow the page's state, with their lines drawn
+        page.locator(f"{sel} .js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=90_000)
     assert "dates" in page.locator(".tl-fc-stats").inner_text()
     assert SECRET not in page.content()
     page.screenshot(path=str(OUT / "research.png"), full_page=True)

@@ -557,8 +557,15 @@ class OversightApp:
             wait_for_request()
         except Exception as e: log.error("dashboard: no request info (%s): the page stays read-only", type(e).__name__)
         self.set_identity(supervisor_identity(self.s))
-        _after_state_fetched(self.attach_charts, chart_wait)
+        _after_state_fetched(self._charts_with_redraw, chart_wait)
         return None
+
+    def _charts_with_redraw(self, delay: float = 3.0):
+        """Attach the chart, then draw it once more after `delay` s: the first plotly figures a page receives after it
+        loaded drew empty while plotly's module was still loading in the browser (seen in Voila 0.5.13, anywidget 0.11)."""
+        self.attach_charts(); time.sleep(delay)
+        with self._lock:
+            self._chart_key = None; self._update_chart(self.snap["job"] if self.snap else {})
 
     # ---- actions (all through the controller) ----------------------------------------------------------------------
     def _show(self, out: Outcome):
@@ -1004,7 +1011,10 @@ class ResearchApp:
             from voila.utils import wait_for_request
             wait_for_request()
         except Exception as e: log.error("dashboard: no request info (%s)", type(e).__name__)
-        _after_state_fetched(self.attach_charts, wait)
+        def attach_and_redraw():  # see OversightApp._charts_with_redraw
+            self.attach_charts()
+            for d in (3.0, 10.0): time.sleep(d); self.show_ic(); self.show_equity(); self.show_forecasts()
+        _after_state_fetched(attach_and_redraw, wait)
 
     def _dir(self, key: str, allowed=None) -> Path:
         "Run folder of a 'job/run_id' option; ValueError for anything that is not one of the listed runs (forged value)."
