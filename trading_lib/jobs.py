@@ -12,7 +12,7 @@ from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, 
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
-           'register_command', 'main']
+           'register_command', 'track_run', 'main']
 
 # %% ../nbs/25_jobs.ipynb #4c52fbcc
 class JobFailed(RuntimeError):
@@ -174,6 +174,7 @@ def _add_run_args(p):
     p.add_argument("--kernel", default="trading-lib", help="Jupyter kernel (default: trading-lib)")
     p.add_argument("--cell-timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
     p.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    p.add_argument("--no-track", action="store_true", help="do not log the run to MLflow (settings.ini [tracking])")
 
 def _run_handler(a) -> int:
     params = {k: parse_param(v) for k, v in a.parameter}
@@ -188,6 +189,27 @@ def _run_handler(a) -> int:
     summary = d / "summary.txt"
     if summary.exists(): print(summary.read_text())
     print(f"run directory: {d}")
+    return 0 if a.no_track else track_run(a.job, d)
+
+def track_run(job: str, run_dir: Path) -> int:
+    """Log a finished run to MLflow (`research.tracking.log_job_run`) when settings.ini [tracking] enabled is true, and
+    for `retrain` mirror each decided model's champion/challenger as MLflow aliases. 0 on success or when disabled;
+    5 (the run's outputs stand) when tracking failed, with the reason on stderr."""
+    from .config import load_settings
+    s = load_settings()
+    if not s.tracking.enabled: return 0
+    try:
+        from trading_lib.research.tracking import log_job_run, mirror_aliases, tracking_uri
+        from trading_lib.models.registry import ModelRegistry
+        uri = tracking_uri(settings=s)
+        rid = log_job_run(job, run_dir, uri, experiment_prefix=s.tracking.experiment_prefix)
+        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        reg_root = (m.get("run", {}).get("parameters") or {}).get("registry") or project_root() / "runs" / "registry"
+        for dec in m.get("decisions", []): mirror_aliases(ModelRegistry(reg_root), dec["name"], uri)
+    except Exception as e:
+        print(f"error: the run succeeded ({run_dir}) but MLflow tracking failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 5
+    print(f"MLflow run {rid} at {uri}")
     return 0
 
 register_command("run", _add_run_args, _run_handler)
@@ -195,7 +217,7 @@ register_command("run", _add_run_args, _run_handler)
 def _load_plugins():
     "Import the modules that register sub-commands (they are optional: a missing module just has no command)."
     import importlib
-    for m in ("trading_lib.live.audit", "trading_lib.live.state", "trading_lib.live.approvals"):
+    for m in ("trading_lib.live.audit", "trading_lib.live.state", "trading_lib.live.approvals", "trading_lib.schedule"):
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise
