@@ -11,7 +11,7 @@ from trading_lib.live.audit import Ledger, verify
 from trading_lib.execution.brokers import SimulatedBroker
 from trading_lib.execution.simulated import CostModel
 from trading_lib.live.approvals import ApprovalQueue
-from trading_lib.trading.orders import OrderState
+from trading_lib.execution.orders import OrderState
 from trading_lib.live.trader import LiveTrader
 from trading_lib.trading.engine import run_backtest
 from trading_lib.research.backtest import score_matrix, weights_from_scores
@@ -124,7 +124,7 @@ def test_kill_switch_stops_new_orders_and_cancels_working_ones(tmp_path):
 
 
 def test_supervisor_approves_through_the_cli_while_the_replay_waits(tmp_path, monkeypatch):
-    from trading_lib.jobs import main
+    from trading_lib.cli import main
     s = settings_for(tmp_path, approvals__max_notional=150_000.0)
     monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", s.redis.embedded_dir)
     md, fc, close = market_and_forecasts()
@@ -154,7 +154,7 @@ def test_supervisor_approves_through_the_cli_while_the_replay_waits(tmp_path, mo
 
 
 def test_trading_state_halt_and_identified_release_through_the_cli(tmp_path, monkeypatch):
-    from trading_lib.jobs import main
+    from trading_lib.cli import main
     s = settings_for(tmp_path)
     monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", s.redis.embedded_dir)
     md, fc, close = market_and_forecasts()

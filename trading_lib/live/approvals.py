@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Mapping
 import redis
 from ..config import ApprovalSettings, load_settings
-from ..trading.orders import Order, OrderState
-from .state import (LiveState, StateError, StateUnavailable, _identity, _now_iso, close_redis, connect_redis,
+from ..execution.orders import Order, OrderState
+from .state import (LiveState, StateError, StateUnavailable, current_identity, utc_now_iso, close_redis, connect_redis,
                                embedded_dir)
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'ApprovalError', 'ApprovalPolicy', 'ApprovalRequest', 'ApprovalQueue', 'default_ledger_path']
+__all__ = ['log', 'STATUSES', 'approvals_add_args', 'approvals_handler', 'kill_add_args', 'kill_handler',
+           'trading_state_add_args', 'trading_state_handler', 'ApprovalError', 'ApprovalPolicy', 'ApprovalRequest',
+           'ApprovalQueue', 'default_ledger_path']
 
 # %% ../../nbs/live/21_approvals.ipynb #b43e4bde
 class ApprovalError(RuntimeError):
@@ -102,8 +104,8 @@ class ApprovalRequest:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "order"}
         o = self.order
         d.update(symbol=o.symbol, side=o.side, qty=o.qty, type=o.type, limit_price=o.limit_price,
-                 created_iso=_now_iso(self.created), expires_iso=_now_iso(self.expires_at),
-                 decided_iso=_now_iso(self.decided_at) if self.decided_at is not None else None)
+                 created_iso=utc_now_iso(self.created), expires_iso=utc_now_iso(self.expires_at),
+                 decided_iso=utc_now_iso(self.decided_at) if self.decided_at is not None else None)
         return d
 
 # %% ../../nbs/live/21_approvals.ipynb #2262603e
@@ -136,8 +138,8 @@ class ApprovalQueue:
             status = h["status"]
             if status not in STATUSES: raise ValueError(f"unknown status {status!r}")
             dt = float(h["decided_at"]) if h.get("decided_at") else None
-            at = _now_iso(dt) if dt is not None else None
-            if o.state == OrderState.NEW: o.request_approval(at=_now_iso(float(h["created"])))
+            at = utc_now_iso(dt) if dt is not None else None
+            if o.state == OrderState.NEW: o.request_approval(at=utc_now_iso(float(h["created"])))
             if o.state == OrderState.PENDING_APPROVAL:
                 if status == "approved": o.approve(h["decided_by"], at=at)
                 elif status == "rejected": o.reject(f"supervisor:{h.get('decision_reason') or 'rejected'}", at=at)
@@ -167,7 +169,7 @@ def _submit(self, order: Order, reasons, context: Mapping | None = None) -> Appr
     if not self._submit(keys=[self._key(cid), self._index], args=[repr(now), cid, *flat]):
         return self.get(cid)  # already queued: idempotent
     payload = {"client_order_id": cid, "symbol": order.symbol, "side": order.side, "qty": order.qty, "status": "pending",
-               "reasons": reasons, "context": ctx, "created": _now_iso(now), "expires_at": _now_iso(exp)}
+               "reasons": reasons, "context": ctx, "created": utc_now_iso(now), "expires_at": utc_now_iso(exp)}
     try: rec = self._append(payload)
     except Exception:
         self.r.delete(self._key(cid)); self.r.zrem(self._index, cid); raise
@@ -198,8 +200,8 @@ def _transition(self, cid: str, to: str, who: str, reason: str = "") -> Approval
     req = self.get(cid)
     st = "expired" if out == "expired" else to
     payload = {"client_order_id": cid, "symbol": req.order.symbol, "side": req.order.side, "qty": req.order.qty,
-               "status": st, "by": req.decided_by, "reason": req.decision_reason, "at": _now_iso(now),
-               "expires_at": _now_iso(float(exp))}
+               "status": st, "by": req.decided_by, "reason": req.decision_reason, "at": utc_now_iso(now),
+               "expires_at": utc_now_iso(float(exp))}
     if out == "expired" and to != "expired": payload["attempted_by"], payload["attempted"] = who, to
     try: rec = self._append(payload)
     except Exception as e:
@@ -209,16 +211,16 @@ def _transition(self, cid: str, to: str, who: str, reason: str = "") -> Approval
     if rec is not None: self.r.hset(self._key(cid), "ledger_seq", rec.seq)
     self.state.emit("approval", payload | ({"ledger_seq": rec.seq} if rec else {}), event_id=f"approval:{cid}:{st}")
     if out == "expired" and to != "expired":
-        raise ApprovalError(f"order {cid}: request expired at {_now_iso(float(exp))}; {to} by {who} refused (marked expired)")
+        raise ApprovalError(f"order {cid}: request expired at {utc_now_iso(float(exp))}; {to} by {who} refused (marked expired)")
     return self.get(cid)
 
 def _approve(self, client_order_id: str, who: str) -> ApprovalRequest:
     "pending → approved by `who` (the authenticated supervisor). ApprovalError if not pending, expired or unknown."
-    return self._transition(client_order_id, "approved", _identity(who, "approval: supervisor"))
+    return self._transition(client_order_id, "approved", current_identity(who, "approval: supervisor"))
 
 def _reject(self, client_order_id: str, who: str, reason: str) -> ApprovalRequest:
     "pending → rejected by `who` with a non-empty `reason` (stored; the order's reason becomes 'supervisor:<reason>')."
-    who = _identity(who, "rejection: supervisor")
+    who = current_identity(who, "rejection: supervisor")
     if not isinstance(reason, str) or not reason.strip(): raise ValueError(f"rejection of {client_order_id}: a reason is required")
     return self._transition(client_order_id, "rejected", who, reason.strip())
 
@@ -257,7 +259,7 @@ def default_ledger_path(settings) -> Path:
     return sq
 
 def _common(p):
-    p.add_argument("--as", dest="who", default=None, help="supervisor identity (default: dashboard.local_identity or $USER)")
+    p.add_argument("--as", dest="who", default=None, help="the person acting (required for every action; not for list/status)")
     p.add_argument("--ledger", default=None, help="audit ledger file (default: runs/live/ledger.sqlite beside the Redis dir)")
     p.add_argument("--namespace", default="tl", help="Redis key namespace (default tl)")
 
@@ -274,8 +276,10 @@ def _kill_args(p):
     p.add_argument("action", choices=["engage", "release", "status"]); _common(p)
     p.add_argument("--reason", default=None, help="why (required for engage and release)")
 
-def _who(a, settings) -> str:
-    return a.who or settings.dashboard.local_identity or os.environ.get("USER", "")
+def _who(a, settings=None) -> str:
+    "The person named by `--as` (required for every supervisor action: nothing is recorded under a default name)."
+    if not a.who: raise ValueError(f"{getattr(a, 'action', 'this action')}: --as NAME is required (every supervisor action names a person)")
+    return current_identity(a.who, "--as")
 
 def _with_state(a, fn) -> int:
     "Load settings, connect, open the ledger, run fn(settings, redis, ledger) → exit code; report failures clearly."
@@ -297,10 +301,11 @@ def _with_state(a, fn) -> int:
 def _fmt(q: ApprovalRequest) -> str:
     o = q.order
     px = f" @ {o.limit_price}" if o.limit_price is not None else ""
-    dec = f"  {q.status} by {q.decided_by} at {_now_iso(q.decided_at)}" if q.decided_by else f"  expires {_now_iso(q.expires_at)}"
+    dec = f"  {q.status} by {q.decided_by} at {utc_now_iso(q.decided_at)}" if q.decided_by else f"  expires {utc_now_iso(q.expires_at)}"
     return f"{q.client_order_id}  {o.side} {o.qty:g} {o.symbol}{px}  [{q.status}]{dec}\n    reasons: {'; '.join(q.reasons)}"
 
 def _approvals_handler(a) -> int:
+    if a.action != "list" and not a.who: print(f"refused: approvals {a.action}: --as NAME is required (every supervisor action names a person)", file=sys.stderr); return 1
     def run(s, r, ledger):
         Q = ApprovalQueue(r, ledger, s.approvals.expiry_seconds, namespace=a.namespace)
         if a.action == "list":
@@ -308,13 +313,14 @@ def _approvals_handler(a) -> int:
             for q in reqs: print(json.dumps(q.to_dict(), sort_keys=True) if a.json else _fmt(q))
             if not reqs and not a.json: print(f"no {a.status} approval requests")
             return 0
-        who = _who(a, s)
+        who = _who(a)
         q = Q.approve(a.id, who) if a.action == "approve" else Q.reject(a.id, who, a.reason)
         print(f"{q.status}: {q.client_order_id} ({q.order.side} {q.order.qty:g} {q.order.symbol}) by {q.decided_by}")
         return 0
     return _with_state(a, run)
 
 def _kill_handler(a) -> int:
+    if a.action != "status" and not a.who: print(f"refused: kill switch {a.action}: --as NAME is required (every supervisor action names a person)", file=sys.stderr); return 1
     def run(s, r, ledger):
         st = LiveState(r, a.namespace, ledger=ledger)
         if a.action == "status":
@@ -326,7 +332,7 @@ def _kill_handler(a) -> int:
             print(f"can trade: {'yes' if ok else 'no'} ({why})")
             return 0
         if not a.reason: raise ValueError(f"kill-switch {a.action} needs --reason")
-        who = _who(a, s)
+        who = _who(a)
         ks = st.engage_kill_switch(who, a.reason) if a.action == "engage" else st.release_kill_switch(who, a.reason)
         print(f"kill switch {'ENGAGED' if ks.engaged else 'released'} by {ks.by}: {ks.reason}")
         return 0
@@ -339,24 +345,22 @@ def _state_args(p):
 def _state_handler(a) -> int:
     "Trading state: HALTED/REDUCING by an operator, and the only way back to ACTIVE — an explicit, identified release."
     from trading_lib.trading.risk import TradingState
+    if a.action != "status" and not a.who: print(f"refused: trading-state {a.action}: --as NAME is required (every supervisor action names a person)", file=sys.stderr); return 1
     def run(s, r, ledger):
         st = LiveState(r, a.namespace, ledger=ledger)
         if a.action == "status":
             print(f"trading state: {st.trading_state().value if st.trading_state() else 'no record'}"); return 0
         if not a.reason: raise ValueError(f"trading-state {a.action} needs --reason")
         new = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "release": TradingState.ACTIVE}[a.action]
-        st.set_trading_state(new, _who(a, s), a.reason)
-        print(f"trading state {new.value} by {_who(a, s)}: {a.reason}"); return 0
+        st.set_trading_state(new, _who(a), a.reason)
+        print(f"trading state {new.value} by {_who(a)}: {a.reason}"); return 0
     return _with_state(a, run)
 
-def _register():
-    from trading_lib.jobs import register_command
-    register_command("approvals", _approvals_args, _approvals_handler)
-    register_command("kill-switch", _kill_args, _kill_handler)
-    register_command("kill", _kill_args, _kill_handler)  # the short spelling: trading-lib kill engage --reason ...
-    register_command("trading-state", _state_args, _state_handler)
+# the commands, imported by `trading_lib.cli` (nothing registers itself on import)
+approvals_add_args, approvals_handler = _approvals_args, _approvals_handler
+kill_add_args, kill_handler = _kill_args, _kill_handler
+trading_state_add_args, trading_state_handler = _state_args, _state_handler
 
-_register()
 
 # %% ../../nbs/live/21_approvals.ipynb #2fa780c2
 from fastcore.basics import patch
