@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 # %% auto #0
 __all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
            'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings', 'ApprovalSettings',
-           'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings', 'DashboardSettings', 'Settings',
-           'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'load_settings']
+           'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings', 'DashboardSettings', 'RLSettings',
+           'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -188,6 +188,24 @@ class DashboardSettings(_Section):
     local_identity: str = "local-supervisor"
     identity_header: str = "X-Forwarded-User"
 
+class RLSettings(_Section):
+    "Reinforcement-learning environments over the engine (`trading_lib.rl`) and their agents."
+    window: int = Field(20, ge=1)  # sessions of log returns in the observation
+    return_scale: float = Field(50.0, gt=0)  # observation = log return × return_scale (≈ 1 for a 2 % move) ...
+    obs_clip: float = Field(10.0, gt=0)  # ... clipped to ±obs_clip (the observation space's bounds)
+    episode_length: int = Field(252, ge=2)  # sessions per training episode (random start in the training window)
+    turnover_penalty: float = Field(0.0, ge=0)  # reward −= turnover_penalty × traded notional / equity
+    drawdown_penalty: float = Field(0.0, ge=0)  # reward −= drawdown_penalty × increase of the drawdown (fraction)
+    circuit_breakers: bool = True  # daily-loss / drawdown breakers move the trading state inside the environment
+    agents: list[str] = ["ppo", "a2c", "sac", "dqn"]  # stable-baselines3 algorithms trained per walk-forward fold
+    seeds: list[int] = [0]  # one agent per (algorithm, seed); every one counts as a trial
+    timesteps: int = Field(20_000, ge=1)  # environment steps per agent per fold
+    n_envs: int = Field(4, ge=1)  # vectorised environments (random periods of the training window)
+    ensemble: Literal["best", "sharpe"] = "sharpe"  # per fold: best validation Sharpe, or weights ∝ positive validation Sharpe
+    _a = field_validator("agents", mode="before")(_csv)
+    _s = field_validator("seeds", mode="before")(lambda v: [int(x) for x in _csv(v)])
+
+
 # %% ../nbs/00_config.ipynb #a468572c
 class Settings(_Section):
     "All runtime settings; build it with `load_settings`."
@@ -207,6 +225,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     alerts: AlertSettings = AlertSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    rl: RLSettings = RLSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self):
