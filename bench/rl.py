@@ -10,15 +10,20 @@
    windows from `--test-start` (trained per fold on its training rows only, selected on validation only), next to 1/N.
 Run: taskset -c 0 .venv/bin/python bench/rl.py [--steps 3000] [--timesteps 5000] [--walk-forward --test-start 2018-01-01]
 """
-import argparse, time, warnings
-import numpy as np, pandas as pd, torch
+import argparse
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
 
 warnings.filterwarnings("ignore")
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, to_panel
-from trading_lib.trading.engine import Engine
+from trading_lib.rl.agents import ALGORITHMS, train_agent, walk_forward_agents
 from trading_lib.rl.env import PortfolioEnv
-from trading_lib.rl.agents import train_agent, walk_forward_agents, ALGORITHMS
+from trading_lib.trading.engine import Engine
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=3000); ap.add_argument("--timesteps", type=int, default=5000)
@@ -70,7 +75,8 @@ for n in (20, 500):
               f"(engine {eng:4.0%}, observation {ob:4.0%}, rest {1 - eng - ob:4.0%})")
 
 close = to_panel(EmbeddedSource().bars(None, "2005-01-01", "2019-12-31"))
-from trading_lib.research.backtest import walk_forward_folds   # bench only: rl does not import research
+from trading_lib.research.backtest import walk_forward_folds  # bench only: rl does not import research
+
 folds = walk_forward_folds(close.index, s.replace(walk_forward__test_start=pd.Timestamp(args.test_start).date()))
 agents = args.agents.split(",")
 if not args.skip_train:
