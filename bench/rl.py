@@ -29,7 +29,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=3000); ap.add_argument("--timesteps", type=int, default=5000)
 ap.add_argument("--agents", default=",".join(ALGORITHMS)); ap.add_argument("--walk-forward", action="store_true")
 ap.add_argument("--test-start", default="2018-01-01"); ap.add_argument("--skip-train", action="store_true")
-ap.add_argument("--device", default="cpu")
+ap.add_argument("--device", default="cpu"); ap.add_argument("--skip-env", action="store_true")
 args = ap.parse_args()
 torch.set_num_threads(1)
 s = load_settings(environ={})
@@ -67,7 +67,7 @@ def timed_env(close, steady):
 
 
 print("1. environment steps/s on one core (continuous env, through the engine)")
-for n in (20, 500):
+for n in ((20, 500) if not args.skip_env else ()):
     close = synthetic(n, max(args.steps + 50, 500))
     for steady in (False, True):
         sps, eng, ob = timed_env(close, steady)
