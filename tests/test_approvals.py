@@ -206,7 +206,9 @@ def test_ledger_failure_undoes_the_decision(env, tmp_path):
 def cli_env(tmp_path, monkeypatch):
     monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", str(tmp_path / "redis"))
     monkeypatch.delenv("REDIS_URL", raising=False)
-    return tmp_path
+    yield tmp_path
+    from trading_lib.live.state import stop_embedded
+    stop_embedded(tmp_path / "redis", force=True)  # CLI calls leave the long-lived server running: stop it
 
 
 def run(capsys, *argv):
@@ -247,14 +249,17 @@ def test_cli_approvals(cli_env, capsys):
         emb.shutdown()
 
 
-def test_cli_kill_switch_starts_and_stops_its_own_server(cli_env, capsys):
+def test_cli_kill_switch_starts_the_server_on_demand_and_leaves_it_running(cli_env, capsys):
     rc, out, _ = run(capsys, "kill-switch", "status")
     assert rc == 0 and "no record" in out and "can trade: no" in out
     rc, _, err = run(capsys, "kill-switch", "engage", "--as", "erin")
     assert rc == 1 and "needs --reason" in err
     rc, out, _ = run(capsys, "kill-switch", "engage", "--reason", "drill", "--as", "erin")
     assert rc == 0 and "ENGAGED by erin" in out
-    assert not (cli_env / "redis" / "server.json").exists()  # the CLI stopped the server it started ...
+    from trading_lib.live.state import embedded_status
+    st = embedded_status(cli_env / "redis")
+    assert st["running"] and not st["in_use"]  # started on demand, left running for others, no longer held (issue 16.5)
+    assert run(capsys, "redis", "stop")[0] == 0 and not embedded_status(cli_env / "redis")["running"]  # stopped on purpose ...
     rc, out, _ = run(capsys, "kill-switch", "status")  # ... and the AOF brought the state back
     assert "ENGAGED by erin" in out and "can trade: no" in out
     rc, out, _ = run(capsys, "kill-switch", "release", "--reason", "drill over", "--as", "frank")

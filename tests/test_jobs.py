@@ -65,9 +65,9 @@ def test_backtest_outputs(train_runs):
 
 
 def test_failing_cell_is_named(project_copy, capsys):
-    with pytest.raises(JobFailed) as e:
-        run_job("train", dict(SMALL, models=["no_such_model"]), root=project_copy, progress=False)
-    assert "failed in cell" in str(e.value) and "no_such_model" in str(e.value)
+    with pytest.raises(JobFailed) as e:  # (an unknown model no longer gets this far: it is refused before the kernel starts)
+        run_job("train", dict(SMALL, symbols=["NO_SUCH_SYMBOL"]), root=project_copy, progress=False)
+    assert "failed in cell" in str(e.value) and "NO_SUCH_SYMBOL" in str(e.value)
     assert (e.value.run_dir / "train.ipynb").exists() and (e.value.run_dir / "error.json").exists()
 
 
@@ -75,4 +75,42 @@ def test_cli_exit_codes(project_copy, monkeypatch):
     monkeypatch.chdir(project_copy)
     assert main(["run", "nope"]) == 2
     assert main(["run", "train", "-p", "alpaca_secret_key", "x"]) == 2
-    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 1
+    assert main(["run", "train", "-p", "models", "[no_such_model]", "-p", "symbols", "[AAPL]", "--no-progress"]) == 2  # refused before the kernel
+    assert main(["run", "train", "-p", "symbols", "[NO_SUCH_SYMBOL]", "--no-progress"]) == 1  # a failing cell
+
+
+def test_default_replay_trades_and_asks_a_supervisor_about_a_minority(train_runs, monkeypatch, capsys):
+    """The live job exactly as the README runs it (no approval parameters): it fills orders, asks for approval on a
+    minority of them, expires what is still pending when the run ends, and prints its summary."""
+    root, a, _ = train_runs
+    monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    d = run_job("live", dict(forecasts_from=str(a), start="2011-01-01"), root=root, progress=False)
+    out = (d / "summary.txt").read_text()
+    m = json.loads((d / "metrics.json").read_text())
+    act = m["activity"]
+    assert act["fills"] > 20 and act["orders"] > 20
+    assert act["approval_requests"] / act["orders"] < 0.25, act   # "high risk" is a minority of orders
+    orders = pd.read_parquet(d / "orders.parquet")
+    assert act["approvals"]["pending"] == 0 and not (orders["state"] == "pending_approval").any()  # expired at the end
+    assert "filled" in out and "FILLED NOTHING" not in out and f"Live run {m['run']['run_id']}" in out
+
+
+def test_auto_approvals_are_refused_outside_a_replay(train_runs, monkeypatch, capsys):
+    root, a, _ = train_runs
+    monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    with pytest.raises(JobFailed) as e:
+        run_job("live", dict(forecasts_from=str(a), mode="paper", approvals="auto"), root=root, progress=False)
+    assert "refused in paper mode" in str(e.value)
+
+
+def test_unattended_replay_with_auto_approvals(train_runs, monkeypatch):
+    root, a, _ = train_runs
+    monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    d = run_job("live", dict(forecasts_from=str(a), start="2012-01-01", approvals="auto", approval_max_weight_change=0.01,
+                             run_id="auto-1"), root=root, progress=False)
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["activity"]["auto_approved"] == m["activity"]["approval_requests"] > 0
+    assert m["activity"]["approvals"]["pending"] == 0 and m["activity"]["fills"] > 0
+    from trading_lib.live.audit import Ledger
+    led = Ledger(root / "runs" / "live" / "ledger.sqlite")
+    assert any(r.payload.get("by") == "replay:auto" for r in led.records(kind="approval"))

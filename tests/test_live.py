@@ -93,7 +93,7 @@ def test_killed_job_restarts_without_a_second_order(tmp_path):
     assert p.returncode == 9, p.stderr[-2000:]
     p2 = _child(crashed, 0)  # restart: same run id, same Redis dir, same ledger, same broker state
     assert p2.returncode == 0, p2.stderr[-2000:]
-    a = json.loads((ref / "broker.json").read_text()); c = json.loads((crashed / "broker.json").read_text())
+    a = SimulatedBroker.open(ref / "broker.json").to_dict(); c = SimulatedBroker.open(crashed / "broker.json").to_dict()
     assert len(c["orders"]) == len(a["orders"]) > 10  # not one order more than the uninterrupted run
     assert sorted(c["orders"]) == sorted(a["orders"])  # the same deterministic client_order_ids
     np.testing.assert_allclose(pd.Series(c["positions"]).sort_index(), pd.Series(a["positions"]).sort_index(), rtol=1e-9)
@@ -228,7 +228,7 @@ def test_redis_restart_mid_session_halts_then_resumes_without_loss(tmp_path):
     assert p.returncode != 0 and "ConnectionError" in p.stderr  # the job stops: it never trades without its live state
     p2 = _child(crashed, 0)  # Redis restarts from its AOF, the job resumes
     assert p2.returncode == 0, p2.stderr[-2000:]
-    a = json.loads((ref / "broker.json").read_text()); c = json.loads((crashed / "broker.json").read_text())
+    a = SimulatedBroker.open(ref / "broker.json").to_dict(); c = SimulatedBroker.open(crashed / "broker.json").to_dict()
     assert sorted(c["orders"]) == sorted(a["orders"])  # the same orders as the uninterrupted run, none twice
     np.testing.assert_allclose(pd.Series(c["positions"]).sort_index(), pd.Series(a["positions"]).sort_index(), rtol=1e-9)
     assert verify(crashed / "ledger.sqlite").ok

@@ -4,27 +4,34 @@
 
 # %% ../nbs/00_config.ipynb #f69b7a36
 from __future__ import annotations
-import configparser, os, re
+import configparser, ipaddress, os, re
 from pathlib import Path
 from typing import Literal
 from datetime import date
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings', 'PortfolioSettings',
-           'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings', 'ApprovalSettings',
-           'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings', 'DashboardSettings', 'RLSettings',
-           'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'load_settings']
+__all__ = ['PARAMETER_KEYS', 'DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings',
+           'PortfolioSettings', 'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings',
+           'ApprovalSettings', 'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings',
+           'DashboardSettings', 'is_loopback', 'RLSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError',
+           'project_root', 'check_run_id', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every limit finite: inf / nan refused
 
 def _csv(v):
     "Parse a comma-separated string into a list of stripped, non-empty items (lists pass through)."
     if v is None: return []
     if isinstance(v, str): return [s.strip() for s in v.split(",") if s.strip()]
     return list(v)
+
+def _fraction(v):
+    "A fraction of 1 (0.25 = 25 %); a value above 1 is almost surely a percent typed as a number: refused."
+    if v is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and v > 1:
+        raise ValueError(f"{v:g} is out of range for a fraction: 0.25 means 25 % (did you mean {v / 100:g}?)")
+    return v
 
 def _optional_date(v):
     if v in (None, ""): return None
@@ -41,6 +48,10 @@ class DataSettings(_Section):
     max_abs_return: float = Field(0.75, gt=0)  # largest allowed |one-bar simple return| (fraction)
     repair: Literal["none", "ffill"] = "none"  # opt-in, reported repair of short gaps
     max_repair_sessions: int = Field(3, ge=1)
+    # one-bar close ratios within this relative distance of a split factor (1/2, 1/3, 2/3, ... and inverses) are refused
+    # unless the source marks a corporate action (0 = rule off); see trading_lib.data.sources
+    split_tolerance: float = Field(0.01, ge=0, lt=0.2)
+    max_frozen_sessions: int = Field(70, ge=0)  # a close unchanged for more consecutive bars is refused (0 = rule off)
     _d = field_validator("start", "end", mode="before")(_optional_date)
 
 class UniverseSettings(_Section):
@@ -118,6 +129,7 @@ class PortfolioSettings(_Section):
     turnover_penalty: float = Field(0.0, ge=0)  # mean-risk: cost per unit of one-way turnover in the objective (daily return units)
     vol_target_enabled: bool = False  # scale weights to target_vol with a GARCH(1,1) forecast, capped by risk.max_gross_exposure
     target_vol: float = Field(0.10, gt=0)  # annualised volatility, fraction
+    _f = field_validator("max_weight", "target_vol")(_fraction)
     vol_window: int = Field(500, ge=100)  # trailing daily returns for the GARCH fit of the portfolio
 
 class CostSettings(_Section):
@@ -140,6 +152,7 @@ class RiskSettings(_Section):
     max_drawdown_pct: float = Field(0.25, gt=0)
     breach_action: Literal["halt", "reduce"] = "halt"
     _r = field_validator("restricted_symbols", mode="before")(_csv)
+    _f = field_validator("max_position_weight", "price_collar_pct", "daily_loss_limit_pct", "max_drawdown_pct")(_fraction)
 
 class ExecutionSettings(_Section):
     initial_cash: float = Field(1_000_000, gt=0)
@@ -155,6 +168,7 @@ class ApprovalSettings(_Section):
     min_confidence: float = Field(0.05, ge=0, le=1)
     first_trade_requires_approval: bool = False
     expiry_seconds: float = Field(3600, gt=0)
+    _f = field_validator("max_weight_change")(_fraction)
 
 class BrokerSettings(_Section):
     name: Literal["paper", "alpaca"] = "paper"
@@ -187,6 +201,20 @@ class DashboardSettings(_Section):
     port: int = Field(8866, ge=1, le=65535)
     local_identity: str = "local-supervisor"
     identity_header: str = "X-Forwarded-User"
+    allow_remote: bool = False  # a host other than loopback must be asked for explicitly (behind an authenticating proxy)
+
+    @model_validator(mode="after")
+    def _loopback(self):
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(f"host = {self.host} is not a loopback address: the dashboard would be reachable from other "
+                             f"machines; set dashboard.allow_remote = true to mean it (and put it behind authentication)")
+        return self
+
+def is_loopback(host: str) -> bool:
+    "True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1)."
+    if host.strip().lower() == "localhost": return True
+    try: return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError: return False
 
 class RLSettings(_Section):
     "Reinforcement-learning environments over the engine (`trading_lib.rl`) and their agents."
@@ -204,7 +232,6 @@ class RLSettings(_Section):
     ensemble: Literal["best", "sharpe"] = "sharpe"  # per fold: best validation Sharpe, or weights ∝ positive validation Sharpe
     _a = field_validator("agents", mode="before")(_csv)
     _s = field_validator("seeds", mode="before")(lambda v: [int(x) for x in _csv(v)])
-
 
 # %% ../nbs/00_config.ipynb #a468572c
 class Settings(_Section):
@@ -271,49 +298,115 @@ class SettingsError(ValueError):
     "Invalid runtime settings: the message names each section, key and offending value."
 
 def project_root(start: Path | str | None = None) -> Path:
-    "The nearest directory at or above `start` (default: cwd, then this package) holding `settings.ini`."
-    here = globals().get("__file__")
-    cands = [Path(start or os.getcwd()).resolve()] + ([Path(here).resolve().parent] if here else [])
-    for c in cands:
-        for p in [c, *c.parents]:
-            if (p / "settings.ini").exists(): return p
-    raise SettingsError(f"no settings.ini found at or above {cands[0]}")
+    """The nearest directory at or above `start` (default: the current directory) holding `settings.ini`. Raises
+    `SettingsError` outside a project: a command never falls back to the installed package's directory."""
+    c = Path(start or os.getcwd()).resolve()
+    for p in [c, *c.parents]:
+        if (p / "settings.ini").is_file(): return p
+    raise SettingsError(f"not inside a trading_lib project: no settings.ini in {c} or any folder above it; "
+                        f"run the command from the project folder (the one holding settings.ini)")
+
+PARAMETER_KEYS = {  # short names of the scheduled jobs' parameters → the settings key each one overrides
+    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "device": "models__device",
+    "lstm_epochs": "models__lstm_epochs", "lstm_hidden": "models__lstm_hidden", "lstm_lookback": "models__lstm_lookback",
+    "lgbm_n_estimators": "models__lgbm_n_estimators", "symbols": "universe__symbols", "start": "data__start",
+    "end": "data__end", "source": "data__source", "test_start": "walk_forward__test_start",
+    "retrain_months": "walk_forward__retrain_months", "embargo_days": "walk_forward__embargo_days",
+    "method": "portfolio__method", "top_k": "portfolio__top_k", "max_weight": "portfolio__max_weight",
+    "rebalance": "portfolio__rebalance", "signal_horizon": "portfolio__signal_horizon",
+    "commission_bps": "costs__commission_bps", "slippage_bps": "costs__slippage_bps",
+}
+
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+def check_run_id(run_id, origin: str = "run_id") -> str:
+    """`run_id` if it is 1-128 characters of `[A-Za-z0-9._-]` and not only dots (it names folders under runs/ and
+    Redis keys: `../x` would write outside runs/); ValueError naming `origin` otherwise."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id) or set(run_id) == {"."}:
+        raise ValueError(f"{origin}: {run_id!r} is not a valid run id: use 1-128 characters of A-Z a-z 0-9 . _ - "
+                         f"(not only dots; no / or spaces)")
+    return run_id
 
 _FIELDS = {name: f.annotation for name, f in Settings.model_fields.items()}
 
 def _section_model(name):
     return Settings.model_fields[name].default.__class__
 
-def load_settings(path: str | Path | None = None, environ=None, **overrides) -> Settings:
-    "Settings from `path` (default: the project's settings.ini) + `TRADING_*` env vars + `section__key=value` overrides."
-    env = os.environ if environ is None else environ
-    path = Path(path) if path else project_root() / "settings.ini"
+def _ini_lines(path: Path) -> dict:
+    "(section, key) → line number of each key in the INI file (for error messages)."
+    out, sec = {}, None
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        t = line.strip()
+        if not t or t[0] in "#;" or line[:1].isspace(): continue
+        if t.startswith("[") and t.endswith("]"): sec = t[1:-1].strip(); continue
+        if "=" in t and sec is not None: out.setdefault((sec, t.split("=", 1)[0].strip()), n)
+    return out
+
+def _read_ini(path: Path) -> configparser.ConfigParser:
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
     cp.optionxform = str
     try:
         with open(path) as f: cp.read_file(f)
-    except FileNotFoundError: raise SettingsError(f"settings file not found: {path}")
+    except FileNotFoundError: raise SettingsError(f"settings file not found: {path}") from None
+    except IsADirectoryError: raise SettingsError(f"{path}: is a directory, not a settings file") from None
+    except configparser.DuplicateSectionError as e:
+        raise SettingsError(f"{path}:{e.lineno}: section [{e.section}] appears twice") from None
+    except configparser.DuplicateOptionError as e:
+        raise SettingsError(f"{path}:{e.lineno}: key {e.option!r} appears twice in [{e.section}]") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise SettingsError(f"{path}:{e.lineno}: a key before any [section]: {e.line.strip()!r}") from None
+    except configparser.ParsingError as e:
+        def _text(line):  # Python < 3.12 stores repr(line)
+            line = str(line)
+            if line[:1] in "'\"":
+                import ast; line = ast.literal_eval(line)
+            return line.strip()
+        bad = "; ".join(f"{path}:{n}: not `key = value`: {_text(line)!r}" for n, line in e.errors)
+        raise SettingsError(bad) from None
+    except configparser.Error as e:
+        raise SettingsError(f"{path}: unreadable settings ({e})") from None
+    return cp
+
+def load_settings(path: str | Path | None = None, environ=None, origins: dict | None = None, **overrides) -> Settings:
+    """Settings from `path` (default: the project's settings.ini) + `TRADING_*` env vars + `section__key=value` overrides.
+    Raises `SettingsError` naming, for each problem, where the value came from: `settings.ini:LINE`, the environment
+    variable, or the override's label in `origins` (`{"portfolio__top_k": "-p top_k"}`; default "override section__key")."""
+    env = os.environ if environ is None else environ
+    path = Path(path) if path else project_root() / "settings.ini"
+    cp = _read_ini(path)
     raw: dict[str, dict] = {s: dict(cp[s]) for s in cp.sections()}
+    lines = _ini_lines(path)
+    where = {(sec, key): f"{path.name}:{lines.get((sec, key), '?')}" for sec, kv in raw.items() for key in kv}
     problems = []
     for var, val in env.items():
         if not var.startswith("TRADING_") or "__" not in var: continue
         sec, key = var[len("TRADING_"):].split("__", 1)
-        raw.setdefault(sec.lower(), {})[key.lower()] = val
+        raw.setdefault(sec.lower(), {})[key.lower()] = val; where[(sec.lower(), key.lower())] = f"environment variable {var}"
     for k, v in overrides.items():
         sec, key = k.split("__", 1)
-        raw.setdefault(sec, {})[key] = v
+        raw.setdefault(sec, {})[key] = v; where[(sec, key)] = (origins or {}).get(k, f"override {k}")
     for sec, kv in raw.items():
         if sec not in Settings.model_fields:
             problems.append(f"[{sec}] unknown section (known: {', '.join(Settings.model_fields)})"); continue
         known = _section_model(sec).model_fields
         for key in kv:
             if _SECRET_RE.search(key):
-                problems.append(f"[{sec}] {key}: secrets are read from the environment only, never from settings.ini")
+                problems.append(f"{where[(sec, key)]}: [{sec}] {key}: secrets are read from the environment only, never from settings.ini")
             elif key not in known:
-                problems.append(f"[{sec}] {key}: unknown key (known: {', '.join(known)})")
+                problems.append(f"{where[(sec, key)]}: [{sec}] {key}: unknown key (known: {', '.join(known)})")
     if problems: raise SettingsError(f"{path}: " + "; ".join(problems))
     try: return Settings.model_validate(raw)
     except ValidationError as e:
-        msgs = [f"[{'.'.join(map(str, err['loc'][:1]))}] {'.'.join(map(str, err['loc'][1:]))}: {err['msg']} "
-                f"(got {err.get('input')!r})" for err in e.errors()]
+        msgs = []
+        for err in e.errors():
+            sec, key = (list(map(str, err["loc"])) + ["", ""])[:2]
+            msg = err["msg"].removeprefix("Value error, ")
+            src = where.get((sec, key))
+            if src is None and sec and not key:  # a rule across keys of one section: name the origins of the keys it names
+                src = ", ".join(f"{k} from {w}" for (s_, k), w in where.items() if s_ == sec and re.search(rf"\b{k}\b", msg)) or f"[{sec}]"
+            if src is None and not sec:  # a cross-section rule: name the origins of the section.key it mentions
+                src = ", ".join(f"{s_}.{k} from {w}" for (s_, k), w in where.items() if f"{s_}.{k}" in msg) or None
+            src = src or str(path)
+            msgs.append(f"{src}: [{sec}] {key}: {msg} (got {err.get('input')!r})" if key else f"{src}: {msg}")
         raise SettingsError(f"{path}: " + "; ".join(msgs)) from None
+

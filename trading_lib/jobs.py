@@ -8,16 +8,24 @@ import argparse, json, os, re, secrets as _secrets, stat, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 import yaml
-from .config import project_root
+from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, project_root
 
 # %% auto #0
-__all__ = ['JobFailed', 'new_run_id', 'parse_param', 'run_job', 'latest_run', 'register_command', 'main']
+__all__ = ['EXIT_CODES', 'JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
+           'register_command', 'main']
 
 # %% ../nbs/25_jobs.ipynb #4c52fbcc
 class JobFailed(RuntimeError):
-    "A scheduled notebook failed; the message names the job, the cell and the error, `run_dir` holds the partial output."
-    def __init__(self, msg, run_dir=None, cell=None):
-        super().__init__(msg); self.run_dir, self.cell = run_dir, cell
+    """A scheduled notebook failed; the message names the job, the cell and the error, `run_dir` holds the partial
+    output, `ename` the exception's class name and `evalue` its message (from the notebook)."""
+    def __init__(self, msg, run_dir=None, cell=None, ename=None, evalue=None):
+        super().__init__(msg); self.run_dir, self.cell, self.ename, self.evalue = run_dir, cell, ename, evalue
+
+EXIT_CODES = {"StateUnavailable": 3, "LedgerHeadMismatch": 4, "LedgerCorrupt": 4}
+"""Exit codes of `trading-lib run` beyond 0 (done), 1 (the job failed) and 2 (bad command or parameters), by the
+exception that stopped the notebook: 3 = HALTED, the live state (Redis) is unreachable — the ledger has a `state`
+record of the halt; bring Redis back and rerun with the same `run_id` to resume; 4 = the audit ledger is broken or
+does not reach a head an earlier run recorded — not trading; investigate before anything else."""
 
 _SECRET_PARAM = re.compile(r"(key|secret|token|password|passwd)", re.I)
 
@@ -26,21 +34,92 @@ def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + _secrets.token_hex(3)
 
+class _NoDates(yaml.SafeLoader):
+    "YAML without the implicit timestamp type: `2022-13-01` stays the string it is (checked later, by name)."
+_NoDates.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
+                                    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
 def parse_param(value: str):
-    "A `-p NAME VALUE` value parsed as YAML (`10` → int, `0.5` → float, `true` → bool, `[a, b]` → list); dates and anything else stay strings."
-    try: v = yaml.safe_load(value)
-    except yaml.YAMLError: return value
-    return value if not isinstance(v, (str, int, float, bool, list, dict, type(None))) else v  # dates stay strings
+    """A `-p NAME VALUE` value parsed as YAML (`10` → int, `0.5` → float, `true` → bool, `[a, b]` → list); dates and
+    anything YAML cannot read stay strings (never an exception: the job's parameter check names what is wrong)."""
+    try: v = yaml.load(value, Loader=_NoDates)
+    except (yaml.YAMLError, ValueError): return value
+    return value if not isinstance(v, (str, int, float, bool, list, dict, type(None))) else v
 
 def _make_read_only(d: Path):
     for p in d.rglob("*"):
         if p.is_file(): p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
+# %% ../nbs/25_jobs.ipynb #c047cddc
+class ParameterError(ValueError):
+    "A job parameter refused before the job runs; the message names the parameter and where its value came from."
+
+_DATE_PARAMS = ("start", "end", "test_start")
+
+def _check_models(names, root) -> None:
+    "Each model name through `trading_lib.models.factory.check_model_name` (imported lazily: it loads torch)."
+    from trading_lib.models.factory import check_model_name
+    for n in names:
+        try: check_model_name(n, root)
+        except (ValueError, ImportError, AttributeError, TypeError) as e: raise ParameterError(f"-p models: {e}") from None
+
+def _as_date(name, v, origin):
+    from datetime import date
+    if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v.strip()):
+        raise ParameterError(f"{origin}: {v!r} is not a date: write YYYY-MM-DD")
+    try: return date.fromisoformat(v.strip())
+    except ValueError as e: raise ParameterError(f"{origin}: {v!r} is not a date ({e})") from None
+
+def check_parameters(job: str, parameters: dict, declared: dict, environ=None, settings_path=None, root=None) -> dict:
+    """Check `parameters` (from `-p`) of `job` against `declared` (papermill's `inspect_notebook`: name → inferred type
+    and default) before anything runs; returns the parameters with YAML-number values of `str` parameters turned
+    back into strings. Raises `ParameterError` (a ValueError) naming the parameter and the origin of the value.
+    `root`: the project root, for `module:Class` model names."""
+    out = dict(parameters)
+    for k, v in parameters.items():
+        if v is None: continue
+        typ, o = declared.get(k, {}).get("inferred_type_name", "None"), f"-p {k}"
+        if typ == "int" and (isinstance(v, bool) or not isinstance(v, int)): raise ParameterError(f"{o}: {v!r} is not an integer")
+        if typ == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)): raise ParameterError(f"{o}: {v!r} is not a number")
+            if v != v or v in (float("inf"), float("-inf")): raise ParameterError(f"{o}: {v!r} is not a finite number")
+        if typ == "bool" and not isinstance(v, bool): raise ParameterError(f"{o}: {v!r} is not true or false")
+        if typ == "str" and isinstance(v, (int, float)) and not isinstance(v, bool): out[k] = v = str(parameters[k])
+        if typ == "str" and not isinstance(v, str): raise ParameterError(f"{o}: {v!r} is not a text value")
+        if typ == "list" and not isinstance(v, (list, str)): raise ParameterError(f"{o}: {v!r} is not a list (write [a, b] or a, b)")
+    def value(name):  # (value, origin) of a parameter: -p, else the notebook's default
+        if out.get(name) is not None: return out[name], f"-p {name}"
+        d = declared.get(name, {}).get("default")
+        v = None if d in (None, "None") else parse_param(d) if isinstance(d, str) else d  # papermill gives Python source
+        return (v, f"the default of {name} in scheduled/{job}.ipynb") if v is not None else (None, None)
+    dates = {}
+    for name in _DATE_PARAMS:
+        if name in declared and (vo := value(name))[0] is not None: dates[name] = (_as_date(name, *vo), vo[1], vo[0])
+    if "start" in dates and "end" in dates and dates["start"][0] > dates["end"][0]:
+        (_, so, sv), (_, eo, ev) = dates["start"], dates["end"]
+        raise ParameterError(f"start {sv} ({so}) is after end {ev} ({eo})")
+    if out.get("run_id") is not None: check_run_id(out["run_id"], "-p run_id")
+    if out.get("models") is not None:
+        names = out["models"] if isinstance(out["models"], list) else [s.strip() for s in str(out["models"]).split(",")]
+        _check_models([str(n) for n in names if str(n)], root)
+    over, origins = {}, {}
+    for k, v in out.items():
+        if v is None or k not in PARAMETER_KEYS: continue
+        key = PARAMETER_KEYS[k]; over[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v; origins[key] = f"-p {k}"
+    try: s = load_settings(settings_path, environ=environ, origins=origins, **over)
+    except SettingsError as e: raise ParameterError(str(e)) from None
+    if "start" in dates and "end" not in dates and s.data.end is not None and job in ("train", "backtest") and dates["start"][0] > s.data.end:
+        raise ParameterError(f"start {dates['start'][2]} ({dates['start'][1]}) is after data.end {s.data.end} (settings)")
+    if "end" in dates and "start" not in dates and s.data.start is not None and job in ("train", "backtest") and dates["end"][0] < s.data.start:
+        raise ParameterError(f"end {dates['end'][2]} ({dates['end'][1]}) is before data.start {s.data.start} (settings)")
+    return out
+
 # %% ../nbs/25_jobs.ipynb #0f35cc49
 def run_job(job: str, parameters: dict | None = None, root: str | Path | None = None, kernel: str = "trading-lib",
             cell_timeout: int = 3600, progress: bool = True, runs_dir: str | Path | None = None) -> Path:
     """Execute `scheduled/<job>.ipynb` into a new `runs/<job>/<run_id>/` and return that directory.
-    Raises `FileNotFoundError` for an unknown job, `ValueError` for a secret-looking parameter, `JobFailed` naming
+    Raises `FileNotFoundError` for an unknown job, `ValueError` for a secret-looking or unknown parameter,
+    `ParameterError` (a ValueError, see `check_parameters`) for a bad value — all before any kernel starts — `JobFailed` naming
     the failing cell when the notebook fails. `cell_timeout` bounds each cell (seconds; papermill's default is none)."""
     import papermill as pm
     parameters = dict(parameters or {})
@@ -51,9 +130,10 @@ def run_job(job: str, parameters: dict | None = None, root: str | Path | None = 
     if not nb.exists():
         known = sorted(p.stem for p in (root / "scheduled").glob("*.ipynb"))
         raise FileNotFoundError(f"no scheduled job {job!r} (known: {', '.join(known)})")
-    declared = {p for p in pm.inspect_notebook(str(nb))}
+    info = pm.inspect_notebook(str(nb)); declared = set(info)
     unknown = sorted(set(parameters) - declared)
     if unknown: raise ValueError(f"job {job!r} has no parameters {unknown} (it declares: {', '.join(sorted(declared))})")
+    parameters = check_parameters(job, parameters, info, settings_path=root / "settings.ini", root=root)  # before any data loads
     runs = Path(runs_dir) if runs_dir else root / "runs"
     run_dir = runs / job / new_run_id()
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -69,7 +149,7 @@ def run_job(job: str, parameters: dict | None = None, root: str | Path | None = 
         (run_dir / "error.json").write_text(json.dumps(dict(job=job, cell_index=e.cell_index, exec_count=e.exec_count,
                                                              ename=e.ename, evalue=e.evalue, seconds=time.time() - t0)))
         _make_read_only(run_dir)
-        raise JobFailed(msg, run_dir, e.cell_index) from None
+        raise JobFailed(msg, run_dir, e.cell_index, e.ename, e.evalue) from None
     _make_read_only(run_dir)
     return run_dir
 
@@ -99,7 +179,10 @@ def _run_handler(a) -> int:
     params = {k: parse_param(v) for k, v in a.parameter}
     try: d = run_job(a.job, params, kernel=a.kernel, cell_timeout=a.cell_timeout, progress=not a.no_progress)
     except JobFailed as e:
-        print(f"FAILED: {e}", file=sys.stderr); return 1
+        code = EXIT_CODES.get(e.ename, 1)
+        if code == 3: print(f"HALTED (exit 3): {e.evalue}\npartial notebook: {e.run_dir}", file=sys.stderr)
+        else: print(f"FAILED (exit {code}): {e}", file=sys.stderr)
+        return code
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     summary = d / "summary.txt"
@@ -112,17 +195,30 @@ register_command("run", _add_run_args, _run_handler)
 def _load_plugins():
     "Import the modules that register sub-commands (they are optional: a missing module just has no command)."
     import importlib
-    for m in ("trading_lib.live.audit", "trading_lib.live.approvals"):
+    for m in ("trading_lib.live.audit", "trading_lib.live.state", "trading_lib.live.approvals"):
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise
 
 def main(argv=None) -> int:
-    "Entry point of the `trading-lib` command."
+    """Entry point of the `trading-lib` command. Outside a project (no settings.ini here or above) a command refuses
+    with exit code 2; when the reader of its output goes away (`trading-lib ... | head`) it stops quietly with 141
+    (128 + SIGPIPE, as a killed `cat` would)."""
+    try: return _main(argv)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
+
+def _main(argv) -> int:
     _load_plugins()
+    from trading_lib.data import sources as data_sources; register_command("data", data_sources.add_args, data_sources.handler)
     ap = argparse.ArgumentParser(prog="trading-lib", description="trading_lib jobs and supervision")
     sub = ap.add_subparsers(dest="command", required=True)
     for name, (add, handler) in _COMMANDS.items():
         p = sub.add_parser(name); add(p); p.set_defaults(_handler=handler)
     a = ap.parse_args(argv)
-    return a._handler(a)
+    try: rc = a._handler(a)
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr); return 2
+    sys.stdout.flush()
+    return rc

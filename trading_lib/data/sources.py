@@ -4,7 +4,7 @@
 
 # %% ../../nbs/data/01_sources.ipynb #9a21f031
 from __future__ import annotations
-import hashlib, json, os, functools
+import hashlib, json, os, functools, warnings
 from dataclasses import dataclass, field
 from importlib.metadata import version as _pkg_version
 from pathlib import Path
@@ -13,10 +13,11 @@ import numpy as np, pandas as pd
 from ..config import Settings, load_secrets, load_settings, project_root
 
 # %% auto #0
-__all__ = ['BAR_COLUMNS', 'INDEX_NAMES', 'utc_dates', 'make_bars', 'bars_from_wide', 'to_panel', 'DataValidationError', 'Repair',
-           'ValidationReport', 'validate_bars', 'BarSource', 'load_fama_french', 'EmbeddedSource', 'ParquetStore',
-           'CachedSource', 'AlpacaCredentialsError', 'AlpacaSource', 'data_hash', 'MarketData', 'gate_of',
-           'make_source', 'load_market']
+__all__ = ['BAR_COLUMNS', 'INDEX_NAMES', 'SPLIT_FACTORS', 'SPLIT_NAMES', 'utc_dates', 'make_bars', 'bars_from_wide', 'to_panel',
+           'BarProblem', 'DataValidationError', 'Repair', 'ValidationReport', 'split_factor_near', 'validate_bars',
+           'check_bar', 'BarSource', 'load_fama_french', 'EmbeddedSource', 'ParquetStore', 'CachedSource',
+           'AlpacaCredentialsError', 'AlpacaSource', 'data_hash', 'MarketData', 'gate_of', 'make_source', 'load_market',
+           'BarsFileError', 'read_bars_file', 'check_bars_file', 'add_args', 'handler']
 
 # %% ../../nbs/data/01_sources.ipynb #335f4d7a
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -67,13 +68,28 @@ def to_panel(bars: pd.DataFrame, field: str = "close") -> pd.DataFrame:
     return bars[field].unstack("symbol")
 
 # %% ../../nbs/data/01_sources.ipynb #98f115e7
+class BarProblem(NamedTuple):
+    "One refused bar (or a structural fault): the check, where it is, the offending value and why."
+    check: str
+    symbol: str | None
+    timestamp: Any
+    field: str | None
+    value: Any
+    detail: str
+    def __str__(self):
+        ts = self.timestamp.isoformat() if isinstance(self.timestamp, pd.Timestamp) else self.timestamp
+        return f"{self.check}: symbol={self.symbol!r} timestamp={ts} field={self.field!r} value={self.value!r}: {self.detail}"
+
 class DataValidationError(ValueError):
     "Bars refused by the gate. Attributes `check, symbol, timestamp, field, value, count` describe the first offending row."
     def __init__(self, check: str, detail: str, symbol=None, timestamp=None, field=None, value=None, count: int = 1):
         self.check, self.symbol, self.timestamp, self.field, self.value, self.count = check, symbol, timestamp, field, value, count
+        self.detail = detail
         ts = timestamp.isoformat() if isinstance(timestamp, pd.Timestamp) else timestamp
         super().__init__(f"{check}: {count} offending row(s); first at symbol={symbol!r} timestamp={ts} "
                          f"field={field!r} value={value!r}: {detail}")
+    def problem(self) -> BarProblem:
+        return BarProblem(self.check, self.symbol, self.timestamp, self.field, self.value, self.detail)
 
 class Repair(NamedTuple):
     "One deliberate change made by the gate's opt-in repair."
@@ -84,7 +100,9 @@ class Repair(NamedTuple):
 
 @dataclass
 class ValidationReport:
-    "What the gate checked and found: sizes, thresholds, largest gap/move seen, closes-only symbols, repairs made."
+    """What the gate checked and found: sizes, thresholds, largest gap/move seen, the one-bar ratio closest to a split
+    factor (`nearest_split` = (symbol, timestamp, ratio, factor, distance)), the longest frozen run, closes-only
+    symbols, repairs made, and symbols the source has but the load did not return (`missing_symbols`)."""
     n_rows: int
     n_symbols: int
     n_sessions: int
@@ -95,19 +113,32 @@ class ValidationReport:
     max_gap_seen: int = 0
     max_abs_return_seen: float = 0.0
     max_abs_return_at: tuple | None = None  # (symbol, timestamp)
+    nearest_split: tuple | None = None  # (symbol, timestamp, ratio, factor name, |ratio/factor - 1|)
+    max_frozen_seen: int = 0
     repairs: list[Repair] = field(default_factory=list)
+    missing_symbols: list[str] = field(default_factory=list)
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["repairs"] = [r._asdict() for r in self.repairs]
         return json.loads(json.dumps(d, default=str))
 
+
 # %% ../../nbs/data/01_sources.ipynb #9b220b8c
-def _fail(bars, mask, check, field, values, detail=lambda i: ""):
-    "Raise for the first True row of `mask` (row order of `bars`), naming it and counting all offending rows."
+def _fail(bars, mask, check, field, values, detail=lambda i: "", sink=None):
+    """Raise for the first True row of `mask` (row order of `bars`), naming it and counting all offending rows; with a
+    `sink` list, append a `BarProblem` for every offending row instead."""
     if not mask.any(): return
-    i = int(np.flatnonzero(mask)[0]); t, s = bars.index[i]
-    v = None if values is None else values[i]; v = v.item() if hasattr(v, "item") else v
-    raise DataValidationError(check, detail(i), symbol=s, timestamp=t, field=field, value=v, count=int(mask.sum()))
+    rows = np.flatnonzero(mask)
+    def one(i):
+        t, s = bars.index[i]
+        v = None if values is None else values[i]; v = v.item() if hasattr(v, "item") else v
+        return t, s, v
+    if sink is not None:
+        for i in rows:
+            t, s, v = one(i); sink.append(BarProblem(check, s, t, field, v, detail(i)))
+        return
+    t, s, v = one(int(rows[0]))
+    raise DataValidationError(check, detail(int(rows[0])), symbol=s, timestamp=t, field=field, value=v, count=len(rows))
 
 def _check_structure(bars):
     if not isinstance(bars, pd.DataFrame): raise DataValidationError("type", f"bars must be a DataFrame, got {type(bars).__name__}")
@@ -115,6 +146,11 @@ def _check_structure(bars):
     if not isinstance(idx, pd.MultiIndex) or tuple(idx.names) != INDEX_NAMES:
         raise DataValidationError("index", f"index must be a MultiIndex named {INDEX_NAMES}", field="index.names", value=list(idx.names))
     lvl = idx.levels[0]
+    if isinstance(lvl, pd.DatetimeIndex) and lvl.tz is None and len(bars):
+        t, s = idx[0]
+        raise DataValidationError("naive timestamp", "timestamps carry no time zone, so the session they belong to is "
+                                  "unknown; stamp them in UTC at the source (daily bars: the trading date at 00:00 UTC)",
+                                  symbol=s, timestamp=str(t), field="timestamp", value=str(lvl.dtype), count=len(bars))
     if not isinstance(lvl, pd.DatetimeIndex) or lvl.tz is None or str(lvl.tz) != "UTC" or lvl.unit != "ns":
         raise DataValidationError("index", "timestamp level must be datetime64[ns, UTC] (use make_bars / utc_dates)",
                                   field="timestamp", value=str(lvl.dtype))
@@ -129,6 +165,7 @@ def _sym_rank(idx) -> tuple[np.ndarray, np.ndarray]:
     lv = np.asarray(idx.levels[1], dtype=object); order = np.argsort(lv, kind="stable")
     rank = np.empty(len(lv), np.int64); rank[order] = np.arange(len(lv))
     return rank[np.asarray(idx.codes[1])], lv[order]
+
 
 # %% ../../nbs/data/01_sources.ipynb #17f40140
 def _repair_ffill(bars, s_code, t_idx, sessions, syms, max_run):
@@ -171,19 +208,75 @@ def _repair_ffill(bars, s_code, t_idx, sessions, syms, max_run):
     out.attrs = dict(bars.attrs)
     return out, sorted(repairs, key=lambda r: (r.timestamp, r.symbol, r.field))
 
+# %% ../../nbs/data/01_sources.ipynb #a34c588b
+SPLIT_FACTORS = {"1/2": 1 / 2, "1/3": 1 / 3, "1/4": 1 / 4, "1/5": 1 / 5, "1/10": 1 / 10, "2/3": 2 / 3,
+                 "2": 2.0, "3": 3.0, "4": 4.0, "5": 5.0, "10": 10.0, "3/2": 3 / 2}
+SPLIT_NAMES = tuple(SPLIT_FACTORS)
+_SPLIT_VALUES = np.array(list(SPLIT_FACTORS.values()))
+
+def split_factor_near(ratio, tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one-bar close ratios `ratio` (any shape), the nearest split factor: returns `(near, k, distance)` — `near`
+    True where `|ratio / factor - 1| <= tolerance` (never for NaN ratios or a tolerance of 0), `k` the factor's index in
+    `SPLIT_NAMES` ("1/2", "3/2", ...; -1 = none computed), `distance` = `|ratio / factor - 1|`. Ratios in [0.8, 1.2]
+    are at least 0.2 from every factor: there `distance` is inf and `k` -1 (not computed, so that millions of
+    ordinary bars cost one comparison each)."""
+    r = np.asarray(ratio, dtype=float)
+    name = np.full(r.shape, -1, dtype=np.int8); dist = np.full(r.shape, np.inf)
+    cand = (r < 0.8) | (r > 1.2)  # NaN compares False
+    if cand.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.abs(r[cand][:, None] / _SPLIT_VALUES - 1)
+        d = np.where(np.isfinite(d), d, np.inf)
+        k = d.argmin(-1)
+        dist[cand] = d[np.arange(len(k)), k]; name[cand] = k
+    return (dist <= tolerance) & (tolerance > 0), name, dist
+
+def _split_detail(r, k, dist, tol):
+    name = SPLIT_NAMES[k]
+    return (f"close_t/close_(t-1) = {r:.4f}, {dist:.2%} from a {name} split ratio (split_tolerance={tol}): an unadjusted "
+            f"split? adjust the prices or mark the corporate action at the source")
+
+def _ca_mask(bars, corporate_actions) -> np.ndarray:
+    "(n,) bool: rows of `bars` marked as corporate actions ((symbol, timestamp) pairs; default bars.attrs)."
+    ca = corporate_actions if corporate_actions is not None else bars.attrs.get("corporate_actions")
+    if ca is None or len(ca) == 0: return np.zeros(len(bars), bool)
+    pairs = pd.MultiIndex.from_tuples([(_ts_exact(t), str(s)) for s, t in ca], names=INDEX_NAMES)
+    return np.asarray(bars.index.isin(pairs))
+
+def _ts_exact(t) -> pd.Timestamp:
+    t = pd.Timestamp(t); return (t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")).as_unit("ns")
+
+
 # %% ../../nbs/data/01_sources.ipynb #fda1476b
+class _Lazy:
+    "values[i] computed on demand (for error messages over millions of rows)."
+    def __init__(self, f): self.f = f
+    def __getitem__(self, i): return self.f(i)
+
 def validate_bars(bars: pd.DataFrame, max_gap_sessions: int = 5, max_abs_return: float = 0.75,
-                  repair: str = "none", max_repair_sessions: int = 3) -> tuple[pd.DataFrame, ValidationReport]:
+                  repair: str = "none", max_repair_sessions: int = 3, split_tolerance: float = 0.01,
+                  max_frozen_sessions: int = 70, now=None, session_stamp: str | None = "00:00",
+                  corporate_actions=None, problems: list | None = None) -> tuple[pd.DataFrame, ValidationReport]:
     """The gate every source passes through. Returns `(bars, report)`; `bars` is the input object itself unless
     `repair="ffill"` changed something (then a repaired copy, each change listed in `report.repairs`).
     Raises `DataValidationError` (a ValueError) naming check, symbol, timestamp, field, value and the count of offending rows for:
-    wrong type/index names/tz/dtypes, duplicate or unsorted (timestamp, symbol), NaN/inf close (or open/high/low/volume
-    where the symbol has that field at all), price ≤ 0, high < low, open/close outside [low, high], volume < 0,
-    a gap of more than `max_gap_sessions` sessions inside a symbol's life, a one-bar simple return |c_t/c_{t-1}-1| >
-    `max_abs_return` (fraction)."""
+    wrong type/index names/dtypes, naive timestamps, duplicate or unsorted (timestamp, symbol), a bar after the session
+    clock `now` (default: the wall clock, UTC), a daily bar not at `session_stamp` ("HH:MM" UTC; None = intraday, no
+    rule), NaN/inf close (or open/high/low/volume where the symbol has that field at all), price ≤ 0, high < low,
+    open/close outside [low, high], volume < 0, a gap of more than `max_gap_sessions` sessions inside a symbol's life,
+    a one-bar close ratio within `split_tolerance` of a split factor (`SPLIT_FACTORS`), a one-bar simple return
+    |c_t/c_{t-1}-1| > `max_abs_return` (fraction) — both waived on bars marked in `corporate_actions` ((symbol,
+    timestamp) pairs; default `bars.attrs["corporate_actions"]`) — and a close unchanged for more than
+    `max_frozen_sessions` consecutive bars (0 = off). With a `problems` list, every offending row is appended to it as a
+    `BarProblem` instead of raising on the first (structural faults end the checks)."""
     if repair not in ("none", "ffill"): raise ValueError(f"repair must be 'none' or 'ffill', got {repair!r}")
-    _check_structure(bars)
-    thresholds = dict(max_gap_sessions=max_gap_sessions, max_abs_return=max_abs_return, repair=repair, max_repair_sessions=max_repair_sessions)
+    sink = problems
+    try: _check_structure(bars)
+    except DataValidationError as e:
+        if sink is None: raise
+        sink.append(e.problem()); return bars, ValidationReport(len(bars), 0, 0, None, None, {})
+    thresholds = dict(max_gap_sessions=max_gap_sessions, max_abs_return=max_abs_return, repair=repair, max_repair_sessions=max_repair_sessions,
+                      split_tolerance=split_tolerance, max_frozen_sessions=max_frozen_sessions, session_stamp=session_stamp)
     n = len(bars)
     if n == 0: return bars, ValidationReport(0, 0, 0, None, None, thresholds)
     t_ns = np.asarray(bars.index.levels[0].asi8)[np.asarray(bars.index.codes[0])]
@@ -192,9 +285,21 @@ def validate_bars(bars: pd.DataFrame, max_gap_sessions: int = 5, max_abs_return:
     nxt = np.concatenate([[False], (dt == 0) & (ds == 0)])
     if not nxt.any() and ((dt < 0) | ((dt == 0) & (ds < 0))).any():  # unsorted: look for non-adjacent duplicates too
         nxt = pd.Series(pd.factorize(t_ns)[0] * (int(s_code.max()) + 1) + s_code).duplicated().to_numpy()
-    _fail(bars, nxt, "duplicate", "index", None, lambda i: "duplicate (timestamp, symbol) row")
+    _fail(bars, nxt, "duplicate", "index", None, lambda i: "duplicate (timestamp, symbol) row", sink)
     unsorted = np.concatenate([[False], (dt < 0) | ((dt == 0) & (ds < 0))])
-    _fail(bars, unsorted, "unsorted", "index", None, lambda i: "bars must be sorted by (timestamp, symbol); use bars.sort_index()")
+    _fail(bars, unsorted, "unsorted", "index", None, lambda i: "bars must be sorted by (timestamp, symbol); use bars.sort_index()", sink)
+    if sink and (nxt.any() or unsorted.any()): return bars, ValidationReport(n, len(syms), 0, None, None, thresholds)
+    clock = pd.Timestamp.now(tz="UTC") if now is None else _ts_exact(now)
+    ts_all = pd.DatetimeIndex(t_ns).tz_localize("UTC"); ts_val = _Lazy(lambda i: ts_all[i].isoformat())
+    _fail(bars, t_ns > clock.value, "future bar", "timestamp", ts_val,
+          lambda i: f"dated after the session clock {clock.isoformat()}", sink)
+    if session_stamp is not None:
+        hh, mm = map(int, session_stamp.split(":"))
+        tod = t_ns % 86_400_000_000_000
+        want = (hh * 3600 + mm * 60) * 1_000_000_000
+        _fail(bars, tod != want, "session stamp", "timestamp", ts_val,
+              lambda i: f"daily bars are stamped at the session date {session_stamp} UTC; this one is at "
+                        f"{ts_all[i].strftime('%H:%M')} UTC (another convention, e.g. New York midnight)", sink)
     sessions = pd.DatetimeIndex(np.unique(t_ns)).tz_localize("UTC")
     t_idx = np.concatenate([[0], np.cumsum(dt != 0)])
     repairs = []
@@ -209,30 +314,92 @@ def validate_bars(bars: pd.DataFrame, max_gap_sessions: int = 5, max_abs_return:
     has = {c: np.bincount(s_code, weights=~np.isnan(v[c]), minlength=N) > 0 for c in BAR_COLUMNS}
     for c in BAR_COLUMNS:
         bad = np.isinf(v[c]) | (np.isnan(v[c]) & (True if c == "close" else has[c][s_code]))
-        _fail(bars, bad, "non-finite", c, v[c], lambda i: "NaN or inf" + ("" if c == "close" else f" while the symbol has {c} on other bars"))
-    for c in _PRICES: _fail(bars, v[c] <= 0, "non-positive price", c, v[c], lambda i: "price must be > 0")
-    _fail(bars, v["volume"] < 0, "negative volume", "volume", v["volume"], lambda i: "volume must be ≥ 0")
-    _fail(bars, v["high"] < v["low"], "high < low", "high", v["high"], lambda i: f"high below low={v['low'][i].item()!r}")
+        _fail(bars, bad, "non-finite", c, v[c], lambda i: "NaN or inf" + ("" if c == "close" else f" while the symbol has {c} on other bars"), sink)
+    for c in _PRICES: _fail(bars, v[c] <= 0, "non-positive price", c, v[c], lambda i: "price must be > 0", sink)
+    _fail(bars, v["volume"] < 0, "negative volume", "volume", v["volume"], lambda i: "volume must be ≥ 0", sink)
+    _fail(bars, v["high"] < v["low"], "high < low", "high", v["high"], lambda i: f"high below low={v['low'][i].item()!r}", sink)
     for c in ("close", "open"):
         _fail(bars, (v[c] > v["high"]) | (v[c] < v["low"]), f"{c} outside [low, high]", c, v[c],
-              lambda i: f"{c} outside [low={v['low'][i].item()!r}, high={v['high'][i].item()!r}]")
+              lambda i: f"{c} outside [low={v['low'][i].item()!r}, high={v['high'][i].item()!r}]", sink)
     o = np.argsort(s_code, kind="stable"); same = s_code[o][1:] == s_code[o][:-1]  # rows by (symbol, timestamp)
     gap = np.where(same, t_idx[o][1:] - t_idx[o][:-1] - 1, 0)
     rows = np.zeros(n, np.int64); rows[o[1:]] = gap
     _fail(bars, rows > max_gap_sessions, "gap", "bar", rows,
           lambda i: f"{rows[i]} missing sessions before this bar (first missing: {sessions[t_idx[i] - rows[i]].date()}; "
-                    f"max_gap_sessions={max_gap_sessions})")
+                    f"max_gap_sessions={max_gap_sessions})", sink)
     c = v["close"][o]
-    with np.errstate(divide="ignore", invalid="ignore"): r = np.where(same, c[1:] / c[:-1] - 1, 0.0)
-    ret = np.zeros(n); ret[o[1:]] = r
-    _fail(bars, np.abs(ret) > max_abs_return, "one-bar move", "close", ret,
-          lambda i: f"|close_t/close_(t-1) - 1| = {abs(ret[i]):.4f} > max_abs_return={max_abs_return}")
-    k = int(np.abs(ret).argmax())
+    with np.errstate(divide="ignore", invalid="ignore"): q = np.where(same, c[1:] / c[:-1], np.nan)
+    ratio = np.full(n, np.nan); ratio[o[1:]] = q
+    ret = np.nan_to_num(ratio - 1, nan=0.0)
+    ca = _ca_mask(bars, corporate_actions)
+    near, fname, dist = split_factor_near(ratio, split_tolerance)
+    near &= ~ca
+    _fail(bars, near, "split ratio", "close", v["close"],
+          lambda i: _split_detail(ratio[i], fname[i], dist[i], split_tolerance), sink)
+    _fail(bars, (np.abs(ret) > max_abs_return) & ~ca & ~near, "one-bar move", "close", ret,
+          lambda i: f"|close_t/close_(t-1) - 1| = {abs(ret[i]):.4f} > max_abs_return={max_abs_return}", sink)
+    eq = np.concatenate([[False], same & (c[1:] == c[:-1])])  # in (symbol, timestamp) order
+    k = np.arange(n); run_o = k - np.maximum.accumulate(np.where(eq, -1, k))
+    run = np.zeros(n, np.int64); run[o] = run_o
+    if max_frozen_sessions:
+        _fail(bars, run > max_frozen_sessions, "frozen price", "close", v["close"],
+              lambda i: f"close unchanged for {run[i]} consecutive bars (max_frozen_sessions={max_frozen_sessions}): a stale feed", sink)
+    kk = int(np.abs(ret).argmax())
+    dd = np.where(ca, np.inf, dist); j = int(dd.argmin())
+    nearest = (bars.index[j][1], bars.index[j][0], float(ratio[j]), SPLIT_NAMES[fname[j]], float(dist[j])) if np.isfinite(dd[j]) else None
     rep = ValidationReport(n, N, len(sessions), sessions[0], sessions[-1], thresholds,
                            closes_only=[str(s) for s in syms[~(has["open"] | has["high"] | has["low"])]],
-                           max_gap_seen=int(rows.max()), max_abs_return_seen=float(abs(ret[k])),
-                           max_abs_return_at=(bars.index[k][1], bars.index[k][0]), repairs=repairs)
+                           max_gap_seen=int(rows.max()), max_abs_return_seen=float(abs(ret[kk])),
+                           max_abs_return_at=(bars.index[kk][1], bars.index[kk][0]), nearest_split=nearest,
+                           max_frozen_seen=int(run.max()), repairs=repairs)
     return bars, rep
+
+
+# %% ../../nbs/data/01_sources.ipynb #0724cbcc
+def check_bar(symbols, timestamp, close_row, last_close, settings=None, corporate_actions=(), now=None,
+              unchanged=None, session_stamp: str | None = "00:00") -> tuple[np.ndarray, list[BarProblem]]:
+    """The gate's rules for one session: `close_row` (N,) closes of `symbols` at `timestamp` (NaN = no bar), `last_close`
+    (N,) the last valid closes (NaN = none yet). `settings`: `Settings` or `DataSettings` (thresholds; default: the
+    defaults). `corporate_actions`: symbols whose bar is marked as a corporate action (split/move rules waived).
+    `now`: the session clock (a bar after it is refused). `unchanged`: (N,) count of consecutive earlier bars whose
+    close equalled the one before (for the frozen rule; omitted = rule not applied). Returns `(refused (N,) bool,
+    problems)`: each `BarProblem` names symbol, timestamp, field, value and the rule."""
+    from trading_lib.config import DataSettings
+    d = getattr(settings, "data", settings) or DataSettings()
+    syms = [str(s) for s in symbols]; row = np.asarray(close_row, dtype=float); last = np.asarray(last_close, dtype=float)
+    if row.shape != (len(syms),) or last.shape != row.shape:
+        raise ValueError(f"check_bar: close_row {row.shape} and last_close {last.shape} must both be ({len(syms)},)")
+    present = ~np.isnan(row); refused = np.zeros(len(syms), bool); out = []
+    def flag(mask, check, field, value, detail):
+        for i in np.flatnonzero(mask & ~refused):
+            out.append(BarProblem(check, syms[i], ts, field, value(i), detail(i)))
+        refused[mask] = True
+    ts = pd.Timestamp(timestamp)
+    if ts.tz is None:
+        flag(present, "naive timestamp", "timestamp", lambda i: str(ts), lambda i: "timestamp carries no time zone (stamp it in UTC)")
+        return refused, out
+    ts = ts.tz_convert("UTC")
+    if now is not None and ts > _ts_exact(now):
+        flag(present, "future bar", "timestamp", lambda i: ts.isoformat(), lambda i: f"dated after the session clock {_ts_exact(now).isoformat()}")
+    if session_stamp is not None and ts.strftime("%H:%M") != session_stamp:
+        flag(present, "session stamp", "timestamp", lambda i: ts.isoformat(),
+             lambda i: f"daily bars are stamped at the session date {session_stamp} UTC; this one is at {ts.strftime('%H:%M')} UTC")
+    flag(present & ~np.isfinite(row), "non-finite", "close", lambda i: float(row[i]), lambda i: "NaN or inf")
+    flag(present & np.isfinite(row) & (row <= 0), "non-positive price", "close", lambda i: float(row[i]), lambda i: "price must be > 0")
+    with np.errstate(divide="ignore", invalid="ignore"): ratio = np.where(present & np.isfinite(last) & (last > 0), row / last, np.nan)
+    ca = np.isin(syms, [str(s) for s in corporate_actions])
+    near, fname, dist = split_factor_near(ratio, d.split_tolerance)
+    flag(near & ~ca, "split ratio", "close", lambda i: float(row[i]),
+         lambda i: _split_detail(ratio[i], fname[i], dist[i], d.split_tolerance) + f" (last valid close {float(last[i])!r})")
+    move = np.abs(np.nan_to_num(ratio - 1, nan=0.0))
+    flag((move > d.max_abs_return) & ~ca, "one-bar move", "close", lambda i: float(row[i]),
+         lambda i: f"|close_t/close_(t-1) - 1| = {move[i]:.4f} > max_abs_return={d.max_abs_return} (last valid close {float(last[i])!r})")
+    if unchanged is not None and d.max_frozen_sessions:
+        run = np.where(present & (row == last), np.asarray(unchanged) + 1, 0)
+        flag(run > d.max_frozen_sessions, "frozen price", "close", lambda i: float(row[i]),
+             lambda i: f"close unchanged for {run[i]} consecutive bars (max_frozen_sessions={d.max_frozen_sessions}): a stale feed")
+    return refused, out
+
 
 # %% ../../nbs/data/01_sources.ipynb #c57b23ad
 @runtime_checkable
@@ -348,6 +515,8 @@ _META = b"trading_lib"
 
 def _write_parquet(df: pd.DataFrame, path: Path, meta: dict):
     import pyarrow as pa, pyarrow.parquet as pq
+    if "corporate_actions" in df.attrs:  # kept in our own metadata (as strings), not in pandas' attrs copy
+        df = df.copy(deep=False); df.attrs = {k: v for k, v in df.attrs.items() if k != "corporate_actions"}
     table = pa.Table.from_pandas(df, preserve_index=True)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META: json.dumps(meta, default=str).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,11 +559,14 @@ class ParquetStore(_Gated):
         prov = bars.attrs.get("provenance", {}); out = []
         for sym, g in bars.groupby(level="symbol", sort=True):
             cov = (g.index[0][0] if start == "data" else _ts(start), g.index[-1][0] if end == "data" else _ts(end))
+            ca = sorted({str(t) for s_, t in bars.attrs.get("corporate_actions", []) if str(s_) == sym})
             if (old := self.coverage(sym)) is not None:
-                prev, _ = _read_parquet(self.path(sym))
+                prev, pm = _read_parquet(self.path(sym))
                 g = pd.concat([prev[~prev.index.isin(g.index)], g]).sort_index()
                 cov = _cov(tuple(map(_ts, old)), cov)
-            _write_parquet(g, self.path(sym), {"provenance": prov, "coverage": [None if c is None else str(c) for c in cov]})
+                ca = sorted(set(ca) | {t for _, t in pm.get("corporate_actions", [])})
+            _write_parquet(g, self.path(sym), {"provenance": prov, "coverage": [None if c is None else str(c) for c in cov],
+                                               "corporate_actions": [[sym, t] for t in ca]})
             out.append(self.path(sym))
         return out
 
@@ -407,6 +579,9 @@ class ParquetStore(_Gated):
         provs = [m.get("provenance", {}) for _, m in parts]
         bars = pd.concat([d for d, _ in parts]).sort_index() if len(parts) > 1 else parts[0][0]
         bars.attrs["provenance"] = provs[0] if all(p == provs[0] for p in provs) else {"source": "parquet", "by_symbol": dict(zip(syms, provs))}
+        cas = [(sym, t) for _, m in parts for sym, t in m.get("corporate_actions", [])]
+        if cas: bars.attrs["corporate_actions"] = cas
+        _check_structure(bars)  # before any date comparison: a naive index is named, not a TypeError
         return self._gated(_slice(bars, None, start, end))
 
     def write_series(self, s: pd.Series, start=None, end=None) -> Path:
@@ -537,7 +712,8 @@ class MarketData:
 def gate_of(settings: Settings) -> dict:
     "The `validate_bars` keyword arguments from `settings.data`."
     d = settings.data
-    return dict(max_gap_sessions=d.max_gap_sessions, max_abs_return=d.max_abs_return, repair=d.repair, max_repair_sessions=d.max_repair_sessions)
+    return dict(max_gap_sessions=d.max_gap_sessions, max_abs_return=d.max_abs_return, repair=d.repair, max_repair_sessions=d.max_repair_sessions,
+                split_tolerance=d.split_tolerance, max_frozen_sessions=d.max_frozen_sessions)
 
 def make_source(settings: Settings, root: str | Path | None = None) -> BarSource:
     "The source named by `settings.data.source`; `store_dir` is relative to `root` (default: the project root)."
@@ -550,16 +726,18 @@ def make_source(settings: Settings, root: str | Path | None = None) -> BarSource
     if src == "alpaca": return CachedSource(AlpacaSource(gate=gate), ParquetStore(store_dir, gate=gate))
     raise ValueError(f"data.source: unknown source {src!r}")
 
-def _validate_series(s, name, max_gap_sessions, max_abs_return=np.inf):
+def _validate_series(s, name, max_gap_sessions, max_abs_return=np.inf, split_tolerance=0.0, max_frozen_sessions=0):
     if s is None: return None
-    b = make_bars(pd.DataFrame({"timestamp": s.index, "symbol": name, "close": s.to_numpy()}))
-    validate_bars(b, max_gap_sessions=max_gap_sessions, max_abs_return=max_abs_return)
+    b = make_bars(pd.DataFrame({"timestamp": s.index, "symbol": name, "close": s.to_numpy()}), normalize=False)
+    validate_bars(b, max_gap_sessions=max_gap_sessions, max_abs_return=max_abs_return, split_tolerance=split_tolerance,
+                  max_frozen_sessions=max_frozen_sessions)
     return s
 
 def load_market(settings: Settings | None = None, source: BarSource | None = None, root: str | Path | None = None) -> MarketData:
     """Load `settings.universe.symbols` (["all"] = every symbol) between `settings.data.start` and `.end` from `source`
     (default: `make_source(settings)`), validate bars, benchmark and VIX with the settings' gate, and fingerprint them.
-    Raises `DataValidationError` on bad data, ValueError on unknown symbols or a missing benchmark."""
+    Raises `DataValidationError` on bad data, ValueError on unknown symbols or a missing benchmark. Under `all`, a symbol
+    the source lists but returns no bar for is warned about and listed in `report.missing_symbols` and the provenance."""
     settings = settings or load_settings()
     gate, d, u = gate_of(settings), settings.data, settings.universe
     src = source or make_source(settings, root)
@@ -567,11 +745,133 @@ def load_market(settings: Settings | None = None, source: BarSource | None = Non
     upstream = list(getattr(src, "last_report", None).repairs) if getattr(src, "last_report", None) else []
     bars, report = validate_bars(raw, **gate)
     report.repairs = upstream + report.repairs
+    if _all(u.symbols) and hasattr(src, "symbols"):  # `all` = what the source lists: a symbol it lists but did not return is named
+        got = set(map(str, bars.index.get_level_values("symbol").unique()))
+        report.missing_symbols = [s for s in map(str, src.symbols()) if s not in got]
+        if report.missing_symbols:
+            warnings.warn(f"universe = all: {len(report.missing_symbols)} symbol(s) of {type(src).__name__} have no bar between "
+                          f"{d.start} and {d.end} and are not loaded: {report.missing_symbols}", stacklevel=2)
     bench = src.series(u.benchmark, d.start, d.end) if hasattr(src, "series") else None
     if bench is None: raise ValueError(f"{type(src).__name__} has no benchmark series {u.benchmark!r}")
-    bench = _validate_series(bench.rename(u.benchmark), u.benchmark, d.max_gap_sessions, d.max_abs_return)
+    bench = _validate_series(bench.rename(u.benchmark), u.benchmark, d.max_gap_sessions, d.max_abs_return, d.split_tolerance, d.max_frozen_sessions)
     vix = _validate_series(src.series("vix", d.start, d.end), "vix", 10_000) if settings.features.use_vix and hasattr(src, "series") else None
     prov = {"bars": bars.attrs.get("provenance", {}), "benchmark": bench.attrs.get("provenance", {}),
             "vix": None if vix is None else vix.attrs.get("provenance", {}), "data": d.model_dump(mode="json"),
-            "symbols": sorted(map(str, bars.index.levels[1][np.unique(bars.index.codes[1])]))}
+            "symbols": sorted(map(str, bars.index.levels[1][np.unique(bars.index.codes[1])])),
+            "missing_symbols": report.missing_symbols}
     return MarketData(bars, bench, vix, prov, data_hash(bars, bench), report)
+
+# %% ../../nbs/data/01_sources.ipynb #41cfe2b4
+class BarsFileError(ValueError):
+    "A bars file that cannot be read at all (missing, unknown format, missing columns)."
+
+_TZ_RE = r"(Z|[+-]\d\d:?\d\d)$"
+
+def _file_timestamps(col: pd.Series) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    "(UTC timestamps, unreadable mask, naive-with-a-time-of-day mask) of a file's timestamp column."
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        t = pd.DatetimeIndex(col).tz_convert("UTC"); return t, np.zeros(len(col), bool), np.zeros(len(col), bool)
+    if pd.api.types.is_datetime64_dtype(col.dtype):
+        t = pd.DatetimeIndex(col); naive_tod = np.asarray(t != t.normalize()) & ~np.asarray(t.isna())
+        return t.tz_localize("UTC"), np.asarray(t.isna()), naive_tod
+    s = col.astype("string").str.strip()
+    has_tz = s.str.contains(_TZ_RE, regex=True).fillna(False).to_numpy(bool)
+    t = pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce")
+    bad = np.asarray(t.isna())
+    local = pd.to_datetime(s.str.replace(_TZ_RE, "", regex=True), format="ISO8601", errors="coerce")
+    naive_tod = ~has_tz & ~bad & np.asarray(local != local.dt.normalize())
+    return pd.DatetimeIndex(t), bad, naive_tod
+
+def read_bars_file(path, problems: list | None = None) -> pd.DataFrame:
+    """Read a long bars file (`.parquet` or `.csv`; columns timestamp, symbol, close and optionally open, high, low,
+    volume, corporate_action) into the bars schema WITHOUT moving any timestamp (no normalisation), and without
+    validating it (`validate_bars` does). Rows whose timestamp is unreadable or zone-less with a time of day, or whose
+    numbers are not numbers, are problems: raised as `DataValidationError`, or with a `problems` list appended there
+    (as `BarProblem`s) and left out of the returned bars. Marked corporate actions go to `bars.attrs["corporate_actions"]`.
+    Raises `BarsFileError` when the file cannot be read at all."""
+    p = Path(path)
+    if not p.is_file(): raise BarsFileError(f"{p}: no such file" + (" (a directory: give the file itself)" if p.is_dir() else ""))
+    try:
+        if p.suffix.lower() == ".parquet": df = pd.read_parquet(p)
+        elif p.suffix.lower() == ".csv": df = pd.read_csv(p, dtype={"symbol": str, "timestamp": str, "corporate_action": str}, keep_default_na=False, na_values=[""])
+        else: raise BarsFileError(f"{p}: unknown format {p.suffix!r} (use .parquet or .csv)")
+    except BarsFileError: raise
+    except Exception as e: raise BarsFileError(f"{p}: unreadable ({type(e).__name__}: {e})") from None
+    if any(n in ("timestamp", "symbol") for n in df.index.names): df = df.reset_index()
+    missing = [c for c in ("timestamp", "symbol", "close") if c not in df.columns]
+    if missing: raise BarsFileError(f"{p}: missing column(s) {missing} (have {list(df.columns)}; layout: timestamp, symbol, open, high, low, close, volume)")
+    found = []
+    t, bad_t, naive = _file_timestamps(df["timestamp"])
+    sym = df["symbol"].astype(str).to_numpy()
+    raw_t = df["timestamp"].astype(str).to_numpy()
+    for i in np.flatnonzero(bad_t): found.append(BarProblem("unreadable timestamp", sym[i], raw_t[i], "timestamp", raw_t[i], "not a date or an ISO 8601 timestamp"))
+    for i in np.flatnonzero(naive): found.append(BarProblem("naive timestamp", sym[i], raw_t[i], "timestamp", raw_t[i],
+                                                            "a time of day without a zone: say which (e.g. 2022-03-01T00:00:00Z), or give the date only"))
+    drop = bad_t | naive
+    cols = {}
+    for c in BAR_COLUMNS:
+        if c not in df.columns: continue
+        x = pd.to_numeric(df[c], errors="coerce").astype("float64").to_numpy()
+        notnum = np.isnan(x) & df[c].notna().to_numpy() & ~pd.Series(df[c]).astype(str).str.lower().isin(["nan", ""]).to_numpy()
+        for i in np.flatnonzero(notnum): found.append(BarProblem("not a number", sym[i], raw_t[i], c, str(df[c].iloc[i]), "not a number"))
+        drop |= notnum; cols[c] = x
+    if found and problems is None:
+        f = found[0]; raise DataValidationError(f.check, f.detail, f.symbol, f.timestamp, f.field, f.value, len(found))
+    if problems is not None: problems.extend(found)
+    keep = ~drop
+    out = pd.DataFrame({"timestamp": t[keep], "symbol": sym[keep], **{c: v[keep] for c, v in cols.items()}})
+    prov = {"source": "file", "path": str(p.resolve()), "format": p.suffix.lower().lstrip("."), "frequency": "daily"}
+    bars = make_bars(out, prov, normalize=False)
+    if "corporate_action" in df.columns:
+        ca = df["corporate_action"].fillna("").astype(str).str.strip().to_numpy() != ""
+        bars.attrs["corporate_actions"] = [(s, ts) for s, ts in zip(sym[keep & ca], t[keep & ca])]
+    return bars
+
+def check_bars_file(path, settings: Settings | None = None, now=None) -> tuple[pd.DataFrame | None, list[BarProblem], ValidationReport | None]:
+    """Every problem of the bars file at `path` under the settings' gate (default: the project's settings.ini):
+    `(bars, problems, report)`; `problems` empty = the file passes. Raises `BarsFileError` when unreadable."""
+    settings = settings or load_settings()
+    probs: list[BarProblem] = []
+    bars = read_bars_file(path, probs)
+    gate = {**gate_of(settings), "repair": "none"}
+    _, rep = validate_bars(bars, **gate, now=now, problems=probs)
+    return bars, probs, rep
+
+
+# %% ../../nbs/data/01_sources.ipynb #032f133f
+def add_args(p):
+    "Arguments of `trading-lib data`: `check PATH` | `import PATH [--benchmark SYM] [--store-dir DIR]`."
+    p.add_argument("action", choices=["check", "import"], help="check: run the gate and list every problem; import: check, then write into the Parquet store")
+    p.add_argument("path", help="a long bars file (.parquet or .csv: timestamp, symbol, open, high, low, close, volume)")
+    p.add_argument("--benchmark", default=None, metavar="SYM", help="import: the symbol whose closes are the benchmark series (default: universe.benchmark if present)")
+    p.add_argument("--store-dir", default=None, help="import: the Parquet store (default: settings data.store_dir)")
+
+def handler(a) -> int:
+    "Run `trading-lib data ...`: exit 0 = clean (and imported), 1 = problems (printed one a line), 2 = unreadable file or settings."
+    import sys
+    from trading_lib.config import SettingsError
+    try:
+        settings = load_settings()
+        bars, probs, rep = check_bars_file(a.path, settings)
+    except (BarsFileError, SettingsError) as e:
+        print(f"error: {e}", file=sys.stderr); return 2
+    for pr in probs: print(pr)
+    if probs:
+        print(f"{len(probs)} problem(s) in {a.path}", file=sys.stderr); return 1
+    print(f"OK: {a.path}: {rep.n_rows} bars, {rep.n_symbols} symbols, {rep.n_sessions} sessions, "
+          f"{rep.first.date() if rep.first is not None else '-'} → {rep.last.date() if rep.last is not None else '-'}")
+    if a.action == "import":
+        root = Path(a.store_dir) if a.store_dir else Path(settings.data.store_dir)
+        if not root.is_absolute() and not a.store_dir: root = project_root() / root
+        bench = a.benchmark or settings.universe.benchmark
+        syms = bars.index.get_level_values("symbol")
+        store = ParquetStore(root, gate={**gate_of(settings), "repair": "none"})
+        if bench in set(syms):
+            s = bars.xs(bench, level="symbol")["close"].rename(bench)
+            s.attrs["provenance"] = {**bars.attrs["provenance"], "symbol": bench}
+            store.write_series(s); bars = _slice(bars[syms != bench], None)
+        elif a.benchmark: print(f"error: benchmark symbol {a.benchmark!r} is not in {a.path}", file=sys.stderr); return 2
+        written = store.write(bars) if len(bars) else []
+        print(f"imported {len(written)} symbol(s) into {root}" + (f"; benchmark series {bench!r}" if bench in set(syms) else ""))
+    return 0
+

@@ -126,7 +126,6 @@ def _atomic_write_json(path: Path, data) -> None:
 class SimulatedBroker:
     """Order-level paper broker: next-bar fills with `costs`, state persisted to `path` (JSON) after every change.
     `clock()` gives the `submitted_at` time (default: now, UTC). Build it with `SimulatedBroker.open(path, ...)`."""
-    VERSION = 1
 
     def __init__(self, costs: CostModel | None = None, initial_cash: float = 1_000_000.0, path: str | Path | None = None,
                  clock: Callable[[], object] | None = None):
@@ -144,38 +143,79 @@ class SimulatedBroker:
         return (f"SimulatedBroker(path={str(self.path) if self.path else None!r}, cash={self.cash:.2f}, "
                 f"positions={len(self._positions)}, orders={len(self.orders)}, open={len(self.open_orders())})")
 
-    # ---- persistence ---------------------------------------------------------------------------------------------
+    # ---- persistence: an append-only journal of inputs -------------------------------------------------------------
+    VERSION = 2
+
     def to_dict(self) -> dict:
+        "The whole state (for inspection and tests); the file on disk is the journal of inputs."
         return {"version": self.VERSION, "initial_cash": self.initial_cash, "cash": self.cash, "seq": self.seq,
                 "costs": {"commission_bps": self.costs.commission_bps, "slippage_bps": self.costs.slippage_bps},
                 "last_bar": self.last_bar, "positions": self._positions, "last_prices": self.last_prices,
                 "orders": self.orders, "fills": [asdict(f) for f in self.fills]}
 
+    def _log(self, event: dict) -> None:
+        "Append one event to the journal and fsync it before returning (no-op without a `path`, or while replaying)."
+        if self.path is None or getattr(self, "_replaying", False): return
+        fh = getattr(self, "_fh", None)
+        if fh is None or fh.closed: self._fh = fh = open(self.path, "a", encoding="utf-8")
+        fh.write(json.dumps(event, sort_keys=True, separators=(",", ":")) + "\n"); fh.flush(); os.fsync(fh.fileno())
+
     def save(self) -> None:
-        "Persist the whole state atomically (no-op without a `path`)."
-        if self.path is not None: _atomic_write_json(self.path, self.to_dict())
+        "Nothing to do: every change is already in the journal (kept for callers of the earlier design)."
 
     @classmethod
     def open(cls, path: str | Path, costs: CostModel | None = None, initial_cash: float = 1_000_000.0,
              clock: Callable[[], object] | None = None) -> "SimulatedBroker":
-        """Restore the broker saved at `path`, or start a fresh one there (and save it). On restore, a `costs` that
-        differs from the saved one raises `BrokerError` (a paper account does not change its cost model mid-run)."""
+        """Restore the broker journalled at `path` (replaying its submits, cancels and bars), or start a fresh journal
+        there. On restore, a `costs` that differs from the journal's raises `BrokerError` (a paper account does not
+        change its cost model mid-run); a damaged line other than a torn last one raises `BrokerError` naming it."""
         path = Path(path)
-        if not path.exists():
+        if not path.exists() or path.stat().st_size == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            b = cls(costs, initial_cash, path, clock); b.save(); return b
-        try: d = json.loads(path.read_text())
-        except (OSError, ValueError) as e: raise BrokerError(f"{path}: unreadable SimulatedBroker state ({e})") from None
-        if d.get("version") != cls.VERSION: raise BrokerError(f"{path}: state version {d.get('version')!r}, expected {cls.VERSION}")
-        saved = CostModel(**d["costs"])
+            b = cls(costs, initial_cash, path, clock)
+            head = {"version": cls.VERSION, "initial_cash": b.initial_cash,
+                    "costs": {"commission_bps": b.costs.commission_bps, "slippage_bps": b.costs.slippage_bps}}
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(json.dumps(head, sort_keys=True) + "\n"); f.flush(); os.fsync(f.fileno())
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try: os.fsync(dfd)
+            finally: os.close(dfd)
+            return b
+        try: lines = path.read_text(encoding="utf-8").split("\n")
+        except OSError as e: raise BrokerError(f"{path}: unreadable SimulatedBroker journal ({e})") from None
+        try: head = json.loads(lines[0])
+        except ValueError: raise BrokerError(f"{path}: line 1 is not a SimulatedBroker journal header") from None
+        if head.get("version") != cls.VERSION: raise BrokerError(f"{path}: journal version {head.get('version')!r}, expected {cls.VERSION}")
+        saved = CostModel(**head["costs"])
         if costs is not None and costs != saved:
             raise BrokerError(f"{path}: saved costs {saved} differ from the requested {costs}")
-        b = cls(saved, d["initial_cash"], path, clock)
-        b.cash, b.seq, b.last_bar = float(d["cash"]), int(d["seq"]), d["last_bar"]
-        b._positions = {k: float(v) for k, v in d["positions"].items()}
-        b.last_prices = {k: float(v) for k, v in d["last_prices"].items()}
-        b.orders, b.fills = d["orders"], [Fill(**f) for f in d["fills"]]
+        b = cls(saved, head["initial_cash"], path, clock)
+        body = lines[1:]
+        while body and body[-1] == "": body.pop()
+        b._replaying = True
+        try:
+            for n, line in enumerate(body, start=2):
+                try: ev = json.loads(line)
+                except ValueError:
+                    if n == len(body) + 1: break  # torn last line: the write was never acknowledged
+                    raise BrokerError(f"{path}: line {n} of the journal is damaged") from None
+                b._apply(ev)
+        finally: b._replaying = False
+        if body and not lines[-1] == "":  # a torn tail: rewrite the file without it, so appends start on a new line
+            with open(path, "r+", encoding="utf-8") as f:
+                good = "\n".join([lines[0]] + body[:len(body) - 1]) + "\n" if body else lines[0] + "\n"
+                try: json.loads(body[-1]); good = "\n".join([lines[0]] + body) + "\n"
+                except ValueError: pass
+                f.seek(0); f.write(good); f.truncate(); f.flush(); os.fsync(f.fileno())
         return b
+
+    def _apply(self, ev: dict) -> None:
+        "Re-apply one journalled input through the same code as the live call."
+        e = ev.get("e")
+        if e == "submit": self._submit_record(ev["order"])
+        elif e == "cancel": self._cancel(ev["client_order_id"])
+        elif e == "bar": self._bar(ev["ts"], ev["prices"])
+        else: raise BrokerError(f"{self.path}: unknown journal event {e!r}")
 
     # ---- the Broker protocol --------------------------------------------------------------------------------------
     @staticmethod
@@ -189,13 +229,16 @@ class SimulatedBroker:
         if cid in self.orders:
             raise DuplicateClientOrderId(f"order {cid} ({order.symbol}): client_order_id must be unique "
                                          f"(the broker has it as {self.orders[cid]['broker_order_id']})", 422, DUPLICATE_ID_CODE)
-        self.seq += 1
-        self.orders[cid] = dict(client_order_id=cid, broker_order_id=f"sim-{self.seq:08d}", symbol=order.symbol,
-                                side=order.side, qty=order.qty, status="new", filled_qty=0.0, filled_avg_price=None,
-                                submitted_at=_ts_iso(self.clock(), f"submit {cid}"), type=order.type,
-                                limit_price=order.limit_price, time_in_force=order.time_in_force)
-        self.save()
+        rec = dict(client_order_id=cid, symbol=order.symbol, side=order.side, qty=order.qty, status="new", filled_qty=0.0,
+                   filled_avg_price=None, submitted_at=_ts_iso(self.clock(), f"submit {cid}"), type=order.type,
+                   limit_price=order.limit_price, time_in_force=order.time_in_force)
+        self._submit_record(rec)
+        self._log({"e": "submit", "order": rec})
         return self._snap(self.orders[cid])
+
+    def _submit_record(self, rec: dict) -> None:
+        self.seq += 1
+        self.orders[rec["client_order_id"]] = dict(rec, broker_order_id=f"sim-{self.seq:08d}")
 
     def get_order(self, client_order_id: str) -> BrokerOrder | None:
         rec = self.orders.get(client_order_id)
@@ -210,7 +253,9 @@ class SimulatedBroker:
         if rec is None: raise OrderNotFound(f"order {client_order_id}: not found", 404)
         if BROKER_STATUS_MAP[rec["status"]] in TERMINAL:
             raise OrderNotCancelable(f"order {client_order_id} ({rec['symbol']}) is {rec['status']}: not cancelable", 422)
-        rec["status"] = "canceled"; self.save()
+        self._cancel(client_order_id); self._log({"e": "cancel", "client_order_id": client_order_id})
+
+    def _cancel(self, client_order_id: str) -> None: self.orders[client_order_id]["status"] = "canceled"
 
     def positions(self) -> dict[str, float]:
         "Signed shares per symbol (long > 0, short < 0); flat symbols are left out."
@@ -242,6 +287,13 @@ class SimulatedBroker:
         for s, p in prices.items():
             if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
                 raise BrokerError(f"on_bar {ts}: price of {s} must be a finite number > 0, got {p!r}")
+        prices = {s: float(p) for s, p in prices.items()}
+        new = self._bar(ts, prices)
+        self._log({"e": "bar", "ts": ts, "prices": prices})
+        return new
+
+    def _bar(self, ts: str, prices: dict) -> list[Fill]:
+        "Fill the open orders whose symbol is priced in this bar (see `on_bar`); the state moves, the new fills are returned."
         new = []
         for cid, r in self.orders.items():
             if BROKER_STATUS_MAP[r["status"]] not in IN_FLIGHT or r["symbol"] not in prices: continue
@@ -256,9 +308,8 @@ class SimulatedBroker:
             self._positions[r["symbol"]] = 0.0 if abs(pos) < 1e-9 else pos
             r.update(status="filled", filled_qty=r["qty"], filled_avg_price=fp)
             self.fills.append(f); new.append(f)
-        self.last_prices.update({s: float(p) for s, p in prices.items()})
+        self.last_prices.update(prices)
         self.last_bar = ts
-        self.save()
         return new
 
 # %% ../../nbs/execution/16_brokers.ipynb #eb55a7ba

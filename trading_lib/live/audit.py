@@ -24,12 +24,16 @@ class LedgerError(RuntimeError):
 class LedgerCorrupt(LedgerError):
     "The ledger's chain is broken or its tail is torn: appends are refused until it is repaired or quarantined."
 
+class LedgerHeadMismatch(LedgerCorrupt):
+    "The ledger no longer reaches, or differs at, a head that an earlier run recorded: a cut tail or a recomputed chain."
+
 class CanonicalJSONError(ValueError):
     "A payload value that has no single canonical JSON form (NaN, ±inf, naive datetime, non-string key, set, ...)."
 
 # %% auto #0
-__all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'LedgerError', 'LedgerCorrupt', 'CanonicalJSONError', 'canonical_json',
-           'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'Ledger', 'SqliteLedger']
+__all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'LedgerError', 'LedgerCorrupt', 'LedgerHeadMismatch', 'CanonicalJSONError',
+           'canonical_json', 'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'LedgerEmpty',
+           'Ledger', 'SqliteLedger', 'recorded_heads', 'verify_against_last_head']
 
 # %% ../../nbs/live/19_audit.ipynb #d513c8b7
 def _plain(x: Any, path: str):
@@ -163,6 +167,9 @@ def verify(path: str | Path, expected_head: tuple[int, str] | None = None) -> Ve
     ledger still reaches that head unchanged (catches truncation and rewrites). Reports; never modifies the file."""
     path = Path(path)
     if not path.exists(): return VerifyResult(False, 0, 0, f"{path}: no such ledger")
+    if path.is_dir(): return VerifyResult(False, 0, 0, f"{path}: is a directory; give the ledger file itself (e.g. {path / 'ledger.sqlite'})")
+    if is_sqlite_path(path) and path.stat().st_size == 0:
+        return VerifyResult(False, 0, 0, f"{path}: 0-byte file, not a SQLite ledger (a ledger made by Ledger is never empty on disk): truncated or made by hand")
     if is_sqlite_path(path): return _verify_sqlite(path, expected_head)
     lp = _lock_path(path)
     lf = open(lp, "rb") if lp.exists() else None
@@ -180,6 +187,16 @@ def _utc_iso(ts) -> str:
     if t is pd.NaT or t.tzinfo is None: raise LedgerError(f"ledger timestamp {ts!r} must be tz-aware (UTC)")
     return t.tz_convert("UTC").isoformat()
 
+class LedgerEmpty(RuntimeError):
+    "An existing 0-byte file opened as a ledger without `allow_empty=True`."
+
+def _refuse_empty(path: Path, allow_empty: bool, made_here: bool):
+    """A 0-byte file that this code did not create is refused: an emptied ledger (truncated, or replaced by `touch`)
+    would otherwise start a fresh chain silently. `allow_empty=True` says it was made empty on purpose."""
+    if allow_empty or not path.exists() or path.is_dir() or path.stat().st_size or made_here: return
+    raise LedgerEmpty(f"audit ledger {path}: an existing 0-byte file that Ledger did not create (truncated, or made by hand?); "
+                      f"restore the ledger, or open it with allow_empty=True if it was created empty on purpose")
+
 def _fsync_dir(d: Path):
     fd = os.open(d, os.O_RDONLY)
     try: os.fsync(fd)
@@ -189,14 +206,17 @@ class Ledger:
     """Append-only, hash-chained ledger at `path`, created with its parent folders if missing. A `.sqlite` / `.sqlite3` /
     `.db` path gives a `SqliteLedger` (the default store); any other path a JSON-lines file, with a sibling
     `<name>.lock` file that serialises appends across threads and processes. Opening verifies the whole chain: a corrupt
-    or torn ledger opens for reading, but `append` raises `LedgerCorrupt`; `repair=True` repairs a torn tail only."""
+    or torn ledger opens for reading, but `append` raises `LedgerCorrupt`; `repair=True` repairs a torn tail only.
+    An existing 0-byte file that a Ledger did not create (a JSON-lines file without its `.lock`, any 0-byte SQLite
+    file) raises `LedgerEmpty` unless `allow_empty=True`."""
     def __new__(cls, path: str | Path, *args, **kwargs):
         if cls is Ledger and is_sqlite_path(path): cls = SqliteLedger
         return super().__new__(cls)
 
-    def __init__(self, path: str | Path, repair: bool = False):
+    def __init__(self, path: str | Path, repair: bool = False, allow_empty: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_empty(self.path, allow_empty, made_here=_lock_path(self.path).exists())
         if not self.path.exists():
             with open(self.path, "ab") as f: os.fsync(f.fileno())
             _fsync_dir(self.path.parent)
@@ -319,9 +339,10 @@ CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
 class SqliteLedger(Ledger):
     """The `Ledger` in a SQLite file (see above); same API and record bytes as the JSON-lines store. `busy_timeout`:
     seconds an append waits for another writer's transaction before failing with `LedgerError`."""
-    def __init__(self, path: str | Path, repair: bool = False, busy_timeout: float = 30.0):
+    def __init__(self, path: str | Path, repair: bool = False, busy_timeout: float = 30.0, allow_empty: bool = False):
         self.path, self.busy_timeout = Path(path), busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_empty(self.path, allow_empty, made_here=False)  # SQLite would silently turn it into a new, empty ledger
         self._connect()
         try:
             with self._locked():
@@ -407,13 +428,15 @@ def _parse_head(s: str | None):
 
 def _audit_args(p):
     p.add_argument("action", choices=["verify", "head"], help="verify: check the hash chain; head: print SEQ:HASH")
-    p.add_argument("path", help="the ledger (.sqlite/.sqlite3/.db = SQLite, else JSON lines)")
+    p.add_argument("path", help="the ledger file (.sqlite/.sqlite3/.db = SQLite, else JSON lines), not its folder")
     p.add_argument("--head", default=None, metavar="SEQ:HASH", help="verify: a head kept elsewhere (catches truncation)")
 
 def _audit_handler(a) -> int:
     import sys
     path = Path(a.path)
     if not path.exists(): print(f"error: {path}: no such ledger", file=sys.stderr); return 2
+    if path.is_dir():
+        print(f"error: {path} is a directory: audit {a.action} needs the ledger file itself (e.g. {path / 'ledger.sqlite'})", file=sys.stderr); return 2
     try: head = _parse_head(a.head)
     except ValueError as e: print(f"error: {e}", file=sys.stderr); return 2
     v = verify(path, expected_head=head)
@@ -429,3 +452,60 @@ def _register():
     register_command("audit", _audit_args, _audit_handler)
 
 _register()
+
+# %% ../../nbs/live/19_audit.ipynb #dbec2a05
+def recorded_heads(ledger_path: str | Path, runs_dir: str | Path) -> list[tuple[int, str, Path]]:
+    """(seq, hash, metrics.json) of each head recorded for the ledger at `ledger_path` by runs under `runs_dir`
+    (`runs_dir/*/metrics.json` whose `ledger.path` resolves to `ledger_path` and whose `ledger.head` is "SEQ:HASH"),
+    sorted by seq. An unreadable metrics.json or head raises `LedgerError` naming the file."""
+    target, out = Path(ledger_path).resolve(), []
+    for m in sorted(Path(runs_dir).glob("*/metrics.json")):
+        try: led = json.loads(m.read_text()).get("ledger") or {}
+        except (OSError, ValueError) as e: raise LedgerError(f"{m}: unreadable run metrics ({e})") from None
+        if not isinstance(led, dict) or not led.get("head") or not led.get("path"): continue
+        if Path(led["path"]).resolve() != target: continue
+        try: seq, h = _parse_head(str(led["head"]))
+        except ValueError as e: raise LedgerError(f"{m}: ledger.head: {e}") from None
+        if seq >= 0: out.append((seq, h, m))
+    return sorted(out, key=lambda x: x[0])
+
+def _hashes_at(path: Path, seqs: set) -> dict[int, str]:
+    "seq -> stored hash for the wanted seqs (one read pass; SQLite by key)."
+    if not seqs: return {}
+    if is_sqlite_path(path):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try: rows = con.execute(f"SELECT seq, line FROM ledger WHERE seq IN ({','.join('?' * len(seqs))})", sorted(seqs)).fetchall()
+        finally: con.close()
+        return {k: Record.from_line(line).hash for k, line in rows}
+    out = {}
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            if i in seqs: out[i] = Record.from_line(raw).hash
+    return out
+
+def verify_against_last_head(ledger_path: str | Path, runs_dir: str | Path) -> VerifyResult:
+    """Before trading: verify the chain of `ledger_path` and that it still contains, unchanged, every head that runs under
+    `runs_dir` recorded for it (`recorded_heads`). Returns the `VerifyResult` (ok; `head` = the ledger's head now).
+    Raises `LedgerCorrupt` when the chain itself is broken, `LedgerHeadMismatch` when the ledger ends before a recorded
+    head (cut tail, replaced ledger) or differs at one (recomputed chain); the message names the run's metrics.json.
+    With no recorded head (a first run) only the chain is checked."""
+    path = Path(ledger_path)
+    heads = recorded_heads(path, runs_dir)
+    if not path.exists():
+        if not heads: return VerifyResult(True, 0)  # the first run: no ledger yet, nothing recorded
+        seq, h, m = heads[-1]
+        raise LedgerHeadMismatch(f"audit ledger {path} does not exist but run {m.parent.name} recorded head {seq}:{h[:12]}… "
+                                 f"({m}): the ledger was removed; not trading")
+    v = verify(path)
+    if not v.ok: raise LedgerCorrupt(f"audit ledger {path}: {v.reason}; not trading")
+    if not heads: return v
+    seq, h, m = heads[-1]
+    if seq > v.head[0]:
+        raise LedgerHeadMismatch(f"audit ledger {path} ends at seq {v.head[0]} but run {m.parent.name} recorded head "
+                                 f"{seq}:{h[:12]}… ({m}): records were cut from its tail or the ledger was replaced; not trading")
+    stored = _hashes_at(path, {s for s, _, _ in heads})
+    for seq, h, m in heads:
+        if stored.get(seq) != h:
+            raise LedgerHeadMismatch(f"audit ledger {path}: seq {seq} has hash {str(stored.get(seq))[:12]}… but run "
+                                     f"{m.parent.name} recorded {h[:12]}… ({m}): the chain was rewritten; not trading")
+    return v

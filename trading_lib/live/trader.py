@@ -17,13 +17,33 @@ from ..trading.orders import Order, OrderState, IN_FLIGHT, TERMINAL
 from ..execution.brokers import (DuplicateClientOrderId, OrderStatusUnknown, OrderRejected, BrokerUnavailable,
                                  OrderNotCancelable, OrderNotFound, reconcile, ReconcileError)
 from .approvals import ApprovalPolicy, ApprovalQueue
-from .state import LiveState, EVENT_KINDS
+from .state import LiveState, EVENT_KINDS, STATE_DOWN, state_unavailable_halt
 
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'LiveTrader', 'LiveSession', 'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs',
-           'live_summary']
+__all__ = ['log', 'FAULT_EXIT_CODE', 'NOT_SENT', 'fault_setting', 'fault_exit', 'LiveTrader', 'LiveSession', 'open_session',
+           'fit_latest_forecasts', 'session_report', 'write_live_outputs', 'live_summary']
+
+# %% ../../nbs/live/22_trader.ipynb #278b592e
+FAULT_EXIT_CODE = 137
+NOT_SENT = "broker:not_sent (unknown to the broker at restart: the crash came between the ledger and the broker)"
+
+def fault_setting(name: str, environ=None) -> int:
+    "The fault-injection count in environment variable `name` (0 = off). Raises ValueError for a non-integer."
+    import os
+    v = (environ if environ is not None else os.environ).get(name, "").strip()
+    if not v: return 0
+    try: k = int(v)
+    except ValueError: raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}") from None
+    if k < 1: raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
+    return k
+
+def fault_exit(where: str):
+    "Die at once, as a SIGKILL would: no cleanup, no flush (fault injection)."
+    import os, sys
+    sys.stderr.write(f"FAULT INJECTION: exiting {where}\n"); sys.stderr.flush()
+    os._exit(FAULT_EXIT_CODE)
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
@@ -55,6 +75,12 @@ class LiveTrader:
         self.auto_approve = auto_approve  # unattended replay: approvals granted as `replay:auto`, recorded in the ledger
         self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
         self.metrics, self.alerter = metrics, alerter  # optional: Prometheus metrics and alerts (see open_session)
+        self.unresolved: dict[str, Order] = {}  # recorded as sent, unknown to the broker at restart: looked up every session
+        # deterministic fault injection for crash tests (read only by the live job): die after the k-th ledger append of
+        # this process, or right after the broker accepted the k-th order (before anything else is recorded)
+        self._appends, self._submits = 0, 0
+        self._fault_after_appends = fault_setting("TRADING_FAULT_AFTER_APPENDS")
+        self._fault_after_submits = fault_setting("TRADING_FAULT_AFTER_SUBMITS")
         self.orders: dict[str, Order] = {}  # in-flight and pending orders of this run
         self.done: dict[str, Order] = {}  # terminal orders of this process
         self.traded: set = set()
@@ -67,6 +93,8 @@ class LiveTrader:
     def _record(self, kind: str, payload: dict, stream_kind: str | None = None):
         "Ledger (raises LedgerError → caller must not act), then the event stream."
         rec = self.ledger.append(kind, payload)
+        self._appends += 1
+        if self._fault_after_appends and self._appends >= self._fault_after_appends: fault_exit(f"after ledger append {self._appends} ({kind})")
         if kind == "order": self._recorded[payload["order"]["client_order_id"]] = payload["order"]["state"]
         sk = stream_kind or (kind if kind in EVENT_KINDS else "state")
         try: self.state.emit(sk, payload | {"ledger_kind": kind, "ledger_seq": rec.seq})
@@ -107,22 +135,65 @@ class LiveTrader:
             else: self.done[cid] = o
         return known, {k: v for k, v in pos.items() if abs(v) > 1e-9}
 
+    def _drop_lost_requests(self):
+        """Issue 16.4: Redis died between the ledger's `pending_approval` record and the queue's request, so no person
+        can ever decide the order: it is recorded expired (`supervisor:approval_request_lost`); the next decision re-plans."""
+        from trading_lib.live.approvals import ApprovalError
+        for cid, o in list(self.orders.items()):
+            if o.state != OrderState.PENDING_APPROVAL: continue
+            try: self.queue.get(cid)
+            except ApprovalError:
+                o.expire("supervisor:approval_request_lost", at=o.created_at)
+                self._record("order", dict(order=o.to_dict(), action="approval_request_lost")); self._save(o)
+
     def start(self) -> pd.Timestamp | None:
         """Reconcile with the broker before trading; returns the last completed session (None on a first start).
         Raises `ReconcileError` (and records it) when the broker disagrees: the job must not trade."""
         if self.state.trading_state() is None:
             self.state.set_trading_state(TradingState.ACTIVE, self.identity, f"first start of run {self.run_id}")
         self.orders, known_pos = self._restore()
+        self._drop_lost_requests()  # issue 16.4
+        now_ts = pd.Timestamp.now(tz="UTC")
+        self.unresolved = {cid: o for cid, o in self.done.items() if str(o.reason or "").startswith(NOT_SENT)}  # earlier restarts
+        for cid, o in list(self.orders.items()):
+            if o.state in IN_FLIGHT and self.broker.get_order(cid) is None:
+                # the ledger says "sending", the broker (looked up by client_order_id) never got it: the crash came
+                # between the ledger and the broker. Recorded as not sent; the id is never re-used (the session's
+                # re-run sends a new attempt) and it is looked up again every session: a late acceptance is adopted.
+                o.reject(NOT_SENT, at=now_ts)
+                self._record("order", dict(order=o.to_dict(), action="not_sent"), "alert")
+                self.orders.pop(cid); self.done[cid] = o; self.unresolved[cid] = o
+        known_fills = {cid: {f.trade_id for f in o.fills} for cid, o in self.orders.items()}
         rep = reconcile(self.broker, self.orders, known_pos)
-        self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary()), "alert" if not rep.ok else "state")
+        for cid, o in self.orders.items():  # fills the broker made before the crash that never reached the ledger
+            for f in o.fills:
+                if f.trade_id in known_fills.get(cid, set()): continue
+                self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side, trade_id=f.trade_id,
+                                          qty=f.qty, price=f.price, commission=f.commission, timestamp=str(f.timestamp), recovered=True))
+                self.traded.add(o.symbol)
+        self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary(), not_sent=sorted(self.unresolved)),
+                     "alert" if not rep.ok else "state")
         for o in list(self.orders.values()): self._save(o)
         if not rep.ok: raise ReconcileError(f"reconciliation failed, not trading: {rep.summary()}")
         self.traded |= {s for s, q in self.broker.positions().items() if q}
+        snap = self.state.load_breakers(self.run_id) if self.circuit_breakers else None  # issue 16.7: peak survives a restart
+        if snap is not None: self.sm.restore(snap)
         last = self.state.r.get(self._last_session_key)
         return pd.Timestamp(last) if last else None
 
     # ---- the step --------------------------------------------------------------------------------------------------
     def _sync_orders(self, ts):
+        for cid, o in list(self.unresolved.items()):  # recorded as not sent: a late acceptance is adopted as ours
+            bo = self.broker.get_order(cid)
+            if bo is None: continue
+            d = o.to_dict() | dict(state="submitted", reason=None)
+            adopted = Order.from_dict(d); bo.apply_to(adopted, at=ts)
+            self._record("alert", dict(run_id=self.run_id, client_order_id=cid, alert="order accepted late by the broker: adopted as ours"))
+            self.unresolved.pop(cid); self.done.pop(cid, None); self.orders[cid] = adopted
+            for f in adopted.fills:
+                self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side, trade_id=f.trade_id,
+                                          qty=f.qty, price=f.price, commission=f.commission, timestamp=str(f.timestamp)))
+            self._save(adopted)
         for cid, o in list(self.orders.items()):
             if o.state not in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED): continue
             bo = self.broker.get_order(cid)
@@ -167,7 +238,9 @@ class LiveTrader:
         o.mark_submitted(at=ts)
         self._record("order", dict(order=o.to_dict(), action="send"))  # raises → nothing sent
         self._save(o)
-        try: bo = self.broker.submit(o)
+        try:
+            bo = self.broker.submit(o); self._submits += 1
+            if self._fault_after_submits and self._submits >= self._fault_after_submits: fault_exit(f"after broker accepted order {self._submits}")
         except DuplicateClientOrderId: bo = self.broker.get_order(o.client_order_id)
         except OrderStatusUnknown as e:
             self._record("alert", dict(client_order_id=o.client_order_id, alert=f"order status unknown: {e}")); return
@@ -234,8 +307,8 @@ class LiveTrader:
                 self._record("risk_verdict", dict(run_id=self.run_id, session=str(ts), symbol=sym, qty=float(np.nan_to_num(q)),
                                                   reason=Reason(c).name), "risk_refusal")
                 continue
-            o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), created_at=ts)
-            if o.client_order_id in self.orders or o.client_order_id in self.done: continue  # re-run of a session
+            o = self._new_order(ts, sym, q)
+            if o is None: continue  # re-run of a session: this order exists already
             self.counts["orders"] += 1
             ci = float(conf[i]) if conf is not None and np.isfinite(conf[i]) else (None if conf is not None else 1.0)
             reasons = self.policy.needs_approval(o, float(plan.notional[j]), float(plan.weight_change[j]), ci,
@@ -256,6 +329,17 @@ class LiveTrader:
                 self.risk.remember(now, [i], [q]); self._send(o, ts)
         if self.auto_approve: self._process_approvals(ts, now)
         return True
+
+    def _new_order(self, ts, sym: str, q: float) -> Order | None:
+        """The order for (session, symbol), or None when this session already has one. Attempt 0 normally; after an
+        attempt recorded as not sent (a crash between ledger and broker), the next attempt — an id is never re-used."""
+        a = 0
+        while True:
+            o = Order.create(self.run_id, ts, sym, "buy" if q > 0 else "sell", float(abs(q)), attempt=a, created_at=ts)
+            prev = self.orders.get(o.client_order_id) or self.done.get(o.client_order_id)
+            if prev is None: return o
+            if o.client_order_id not in self.unresolved: return None
+            a += 1
 
     def _timed_decide(self, t, ts, now) -> bool:
         if self.metrics is None: return self._decide(t, ts, now)
@@ -285,16 +369,20 @@ class LiveTrader:
             self._process_approvals(ts, now)
 
     def _session_gate(self, ts, row) -> np.ndarray:
-        """Validate the session's bars as they arrive (the load-time gate's rules for one bar): a price that is
-        infinite or ≤ 0, or a one-bar move beyond `data.max_abs_return` from the last valid price, is refused —
-        recorded as an alert naming symbol, timestamp, field and value — and never used. (N,) bool of refused symbols."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            move = np.abs(row / self.last_price - 1)
-        present = ~np.isnan(row)
-        bad = present & (~np.isfinite(row) | (row <= 0) | (np.isfinite(self.last_price) & (move > self.s.data.max_abs_return)))
-        for i in np.flatnonzero(bad):
-            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", symbol=self.symbols[i], timestamp=str(ts),
-                                       field="close", value=str(row[i]), last_valid=float(np.nan_to_num(self.last_price[i]))))
+        """Validate the session's bars as they arrive with the load-time gate's one-bar rules (`data.sources.check_bar`:
+        non-positive or non-finite price, a move beyond `data.max_abs_return`, a ratio near a split factor, a bar dated
+        after the clock, an off-stamp or naive timestamp, a price frozen too long). A refused bar is recorded as an alert
+        naming symbol, timestamp, field, value and rule, and never used: not priced, not filled, no decision. (N,) bool."""
+        from trading_lib.data.sources import check_bar
+        if not hasattr(self, "_unchanged"): self._unchanged = np.zeros(len(self.symbols), dtype=np.int64)
+        bad, problems = check_bar(self.symbols, ts, row, self.last_price, self.s, now=pd.Timestamp.now(tz="UTC"),
+                                  unchanged=self._unchanged)
+        for p in problems:
+            self._record("alert", dict(run_id=self.run_id, alert="DataValidationError", check=p.check, symbol=p.symbol,
+                                       timestamp=str(ts), field=p.field, value=str(p.value), detail=p.detail))
+        ok = ~bad & np.isfinite(row)
+        same = ok & np.isfinite(self.last_price) & (row == self.last_price)
+        self._unchanged = np.where(same, self._unchanged + 1, np.where(ok, 0, self._unchanged))
         return bad
 
     def step(self, t: int):
@@ -327,6 +415,7 @@ class LiveTrader:
         if stored is not None and stored != self.sm.state and stored != TradingState.ACTIVE: self.sm.state = stored
         elif stored == TradingState.ACTIVE and self.sm.state != TradingState.ACTIVE:
             self.sm.release("supervisor (via state)", "trading state set ACTIVE in Redis", ts, self.equity)
+        if self.circuit_breakers: self.state.save_breakers(self.run_id, self.sm.snapshot(), ts)  # issue 16.7
         self._process_approvals(ts, now)
         can, why = self.state.can_trade()
         if not can:
@@ -343,15 +432,20 @@ class LiveTrader:
         """Replay sessions in [start, end] (after the last completed one on a restart) at `speed` seconds per session
         (0 = as fast as possible). Returns the equity history (session → equity, cash)."""
         from tqdm.auto import tqdm
-        last = self.start()
-        ix = self.sessions
-        lo = ix.searchsorted(pd.Timestamp(start, tz="UTC")) if start is not None else 0
-        if last is not None: lo = max(lo, ix.searchsorted(last, side="right"))
-        hi = ix.searchsorted(pd.Timestamp(end, tz="UTC"), side="right") if end is not None else len(ix)
-        todo = range(lo, hi if max_sessions is None else min(hi, lo + max_sessions))
-        for t in tqdm(todo, disable=not progress, desc="replay"):
-            self.step(t)
-            if speed > 0: time.sleep(speed)
+        session = None
+        try:  # issue 16.4: Redis gone (STATE_DOWN) -> a `state` record in the ledger and StateUnavailable (job exit code 3)
+            last = self.start()
+            ix = self.sessions
+            lo = ix.searchsorted(pd.Timestamp(start, tz="UTC")) if start is not None else 0
+            if last is not None: lo = max(lo, ix.searchsorted(last, side="right"))
+            hi = ix.searchsorted(pd.Timestamp(end, tz="UTC"), side="right") if end is not None else len(ix)
+            todo = range(lo, hi if max_sessions is None else min(hi, lo + max_sessions))
+            for t in tqdm(todo, disable=not progress, desc="replay"):
+                session = self.sessions[t]
+                self.step(t)
+                if speed > 0: time.sleep(speed)
+        except STATE_DOWN as e:
+            raise state_unavailable_halt(self.ledger, e, self.run_id, session, self.job) from e
         return pd.DataFrame(self.history, columns=["session", "equity", "cash"]).set_index("session")
 
     def finish(self, why: str = "run ended") -> list[str]:
@@ -501,7 +595,8 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
                       first=str(history.index[0]) if len(history) else None, last=str(history.index[-1]) if len(history) else None),
              performance=performance_summary(rets) if len(rets) > 2 else {}, orders=counts, refusals=trader.refusals,
              pending_approvals=[o.client_order_id for o in trader.orders.values() if o.state == OrderState.PENDING_APPROVAL],
-             ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason),
+             ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason,
+                         head=f"{v.head[0]}:{v.head[1]}"),  # issue 16.14: the next job verifies against it
              reconciliation=session_report(trader),
              activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)),
                                            approvals_expired_at_end=len(expired or []),

@@ -8,25 +8,14 @@ import json, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..config import Settings, load_settings, project_root
+from ..config import PARAMETER_KEYS, Settings, load_settings, project_root
 from .backtest import walk_forward, evaluate, run_metadata, summary_table, write_json, _jsonable
 
 # %% auto #0
-__all__ = ['PARAMETER_KEYS', 'settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'model_comparison',
-           'load_forecasts', 'backtest_settings', 'run_backtest_stage']
+__all__ = ['settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'model_comparison', 'load_forecasts',
+           'backtest_settings', 'run_backtest_stage']
 
 # %% ../../nbs/research/18_pipeline.ipynb #ffe1c6ba
-PARAMETER_KEYS = {
-    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "device": "models__device",
-    "lstm_epochs": "models__lstm_epochs", "lstm_hidden": "models__lstm_hidden", "lstm_lookback": "models__lstm_lookback",
-    "lgbm_n_estimators": "models__lgbm_n_estimators", "symbols": "universe__symbols", "start": "data__start",
-    "end": "data__end", "source": "data__source", "test_start": "walk_forward__test_start",
-    "retrain_months": "walk_forward__retrain_months", "embargo_days": "walk_forward__embargo_days",
-    "method": "portfolio__method", "top_k": "portfolio__top_k", "max_weight": "portfolio__max_weight",
-    "rebalance": "portfolio__rebalance", "signal_horizon": "portfolio__signal_horizon",
-    "commission_bps": "costs__commission_bps", "slippage_bps": "costs__slippage_bps",
-}
-
 def settings_from_parameters(**params) -> Settings:
     "`load_settings()` with every non-None parameter applied (names from `PARAMETER_KEYS` or `section__key`)."
     over = {}
@@ -35,7 +24,7 @@ def settings_from_parameters(**params) -> Settings:
         key = PARAMETER_KEYS.get(k, k)
         if "__" not in key: raise ValueError(f"unknown parameter {k!r}: use one of {sorted(PARAMETER_KEYS)} or section__key")
         over[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return load_settings(**over)
+    return load_settings(origins={PARAMETER_KEYS.get(k, k): f"job parameter {k}" for k in params}, **over)
 
 # %% ../../nbs/research/18_pipeline.ipynb #b59581b6
 class StageTimer:

@@ -162,6 +162,7 @@ class TradingStateMachine:
     changes: list = field(default_factory=list)
     peak_equity: float = float("nan")
     day_start_equity: float = float("nan")
+    last_equity: float = float("nan")  # the latest finite mark: the reference of the next date's daily loss
     _day: object = None
 
     def _move(self, new: TradingState, who: str, reason: str, timestamp=None):
@@ -169,11 +170,16 @@ class TradingStateMachine:
         self.changes.append(StateChange(timestamp, self.state, new, who, reason)); self.state = new
 
     def on_equity(self, equity: float, timestamp, day=None) -> TradingState:
-        "Update with the latest equity (currency) at `timestamp`; `day` (default: timestamp's date) resets the daily P&L."
+        """Update with the latest equity (currency) at `timestamp` (a session close or an intraday mark). On a new `day`
+        (default: timestamp's date) the start-of-day equity becomes the previous mark (the previous session's close);
+        the daily loss is equity / start-of-day − 1, the drawdown equity / peak − 1. Returns the trading state."""
         day = day if day is not None else pd.Timestamp(timestamp).date()
-        if day != self._day: self._day, self.day_start_equity = day, equity
+        if day != self._day:
+            self._day = day
+            self.day_start_equity = self.last_equity if np.isfinite(self.last_equity) else equity
         if not np.isfinite(equity):
             self._move(TradingState.HALTED, "system", f"equity is not finite ({equity})", timestamp); return self.state
+        self.last_equity = equity
         self.peak_equity = equity if not np.isfinite(self.peak_equity) else max(self.peak_equity, equity)
         breach = TradingState.HALTED if self.limits.breach_action == "halt" else TradingState.REDUCING
         daily = equity / self.day_start_equity - 1
@@ -193,5 +199,37 @@ class TradingStateMachine:
     def release(self, who: str, reason: str, timestamp=None, equity: float | None = None):
         "Return to ACTIVE: explicit and identified; resets the drawdown peak to `equity` when given."
         if not who or not reason: raise ValueError("release needs both the identity of who releases and a reason")
-        if equity is not None: self.peak_equity = self.day_start_equity = equity
+        if equity is not None: self.peak_equity = self.day_start_equity = self.last_equity = equity
         self._move(TradingState.ACTIVE, who, reason, timestamp)
+
+    def snapshot(self) -> dict:
+        """The breakers' memory as plain JSON: `state`, `peak_equity`, `day_start_equity`, `last_equity` (currency, None
+        when not yet known) and `day` (ISO date of the last mark, None before the first). `changes` are not included:
+        the audit ledger keeps them."""
+        f = lambda x: float(x) if np.isfinite(x) else None
+        day = self._day.isoformat() if hasattr(self._day, "isoformat") else self._day
+        return {"state": self.state.value, "peak_equity": f(self.peak_equity), "day_start_equity": f(self.day_start_equity),
+                "last_equity": f(self.last_equity), "day": day}
+
+    def restore(self, d: dict) -> TradingStateMachine:
+        "Load a `snapshot()` (e.g. after a restart); TypeError for a non-dict, ValueError naming the field and value that does not fit."
+        import datetime as _dt
+        if not isinstance(d, dict): raise TypeError(f"breaker snapshot must be a dict, got {type(d).__name__}")
+        missing = {"state", "peak_equity", "day_start_equity", "last_equity", "day"} - set(d)
+        if missing: raise ValueError(f"breaker snapshot: missing field(s) {sorted(missing)}")
+        try: state = TradingState(d["state"])
+        except ValueError: raise ValueError(f"breaker snapshot: state = {d['state']!r} is not ACTIVE, REDUCING or HALTED") from None
+        vals = {}
+        for k in ("peak_equity", "day_start_equity", "last_equity"):
+            v = d[k]
+            if v is None: vals[k] = float("nan"); continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                raise ValueError(f"breaker snapshot: {k} = {v!r} must be a finite equity > 0 or None")
+            vals[k] = float(v)
+        day = d["day"]
+        if isinstance(day, str):
+            try: day = _dt.date.fromisoformat(day)
+            except ValueError: raise ValueError(f"breaker snapshot: day = {d['day']!r} is not an ISO date") from None
+        self.state, self._day = state, day
+        self.peak_equity, self.day_start_equity, self.last_equity = vals["peak_equity"], vals["day_start_equity"], vals["last_equity"]
+        return self
