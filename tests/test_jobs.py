@@ -42,9 +42,16 @@ def test_train_outputs_and_determinism(train_runs):
 
 def test_backtest_outputs(train_runs):
     root, a, _ = train_runs
-    d = run_job("backtest", dict(forecasts_from=str(a), top_k=3), root=root, progress=False)
+    d = run_job("backtest", dict(forecasts_from=str(a), top_k=3, null_panels=20), root=root, progress=False)
     m = json.loads((d / "metrics.json").read_text())
-    assert {"strategy", "1/N", "S&P 500", "model:lightgbm", "model:lstm"} <= set(m["performance"])
+    assert {"strategy", "1/N", "S&P 500", "model:lightgbm", "model:lstm", "baseline:momentum_12_1", "baseline:inverse_vol"} <= set(m["performance"])
+    # the settings the forecasts were made with come from the train run; every trial lands in the project's ledger
+    assert m["run"]["forecast_settings"]["source"] == str(a) and m["run"]["forecast_settings"]["walk_forward"]["test_start"] == "2010-01-01"
+    ledger = [json.loads(x) for x in (root / "research" / "trials.jsonl").read_text().splitlines()]
+    assert {r["name"] for r in ledger} >= {"strategy", "model:lightgbm", "model:lstm"} and m["overfitting"]["n_trials"] >= 3
+    assert m["random_null"]["n"] == 20 and 0 <= m["random_null"]["percentile"] <= 100
+    assert set(m["significance"]) >= {"vs_equal_weight", "vs_zero", "ic", "yearly_ic"}
+    assert "strategy" in m["tracking"]["by_run"] and "Against 1/N" in (d / "summary.txt").read_text()
     for k in ("cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "turnover", "hit_rate"):
         assert k in m["performance"]["strategy"]
     assert m["performance"]["strategy"]["n_orders"] > 0 and m["performance"]["strategy"]["max_drawdown"] < 0
@@ -54,7 +61,7 @@ def test_backtest_outputs(train_runs):
     assert {r["model"] for r in m["forecast_quality"]} == {"lightgbm", "lstm"}
     assert m["run"]["parameters"]["top_k"] == 3 and m["run"]["settings"]["portfolio"]["top_k"] == 3
     assert m["run"]["settings"]["universe"]["symbols"] == SMALL["symbols"]  # inherited from the train run
-    assert {"tearsheet.png", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
+    assert {"tearsheet.png", "tearsheet.html", "equity.parquet", "summary.txt", "backtest.ipynb"} <= {p.name for p in d.iterdir()}
     eq = pd.read_parquet(d / "equity.parquet")
     assert eq.index[0] >= pd.Timestamp("2010-01-01", tz="UTC") and eq.notna().all().all()
     # the S&P 500 benchmark is buy-and-hold of the index: its equity is proportional to the index closes

@@ -138,7 +138,8 @@ class CostSettings(_Section):
 
 class RiskSettings(_Section):
     "Pre-trade limits and the trading-state breakers (fractions of equity unless a unit says otherwise)."
-    max_order_notional: float = Field(500_000, gt=0)
+    max_order_notional: float = Field(500_000, gt=0)  # per-order limit, currency (unless max_order_fraction is set)
+    max_order_fraction: float | None = Field(None, gt=0)  # per-order limit as a fraction of equity: replaces max_order_notional
     max_order_qty: float = Field(1_000_000, gt=0)
     max_position_weight: float = Field(0.30, gt=0)
     max_gross_exposure: float = Field(1.05, gt=0)
@@ -152,7 +153,8 @@ class RiskSettings(_Section):
     max_drawdown_pct: float = Field(0.25, gt=0)
     breach_action: Literal["halt", "reduce"] = "halt"
     _r = field_validator("restricted_symbols", mode="before")(_csv)
-    _f = field_validator("max_position_weight", "price_collar_pct", "daily_loss_limit_pct", "max_drawdown_pct")(_fraction)
+    _f = field_validator("max_order_fraction", mode="before")(_optional_date)  # empty in settings.ini = off
+    _g = field_validator("max_position_weight", "price_collar_pct", "daily_loss_limit_pct", "max_drawdown_pct")(_fraction)
 
 class ExecutionSettings(_Section):
     initial_cash: float = Field(1_000_000, gt=0)

@@ -11,8 +11,9 @@ from scipy import stats
 # %% auto #0
 __all__ = ['TRADING_DAYS', 'FORECAST_COLUMNS', 'returns_from_equity', 'cagr', 'ann_vol', 'sharpe_ratio', 'sortino_ratio',
            'drawdown_series', 'max_drawdown', 'calmar_ratio', 'hit_rate', 'rolling_sharpe', 'turnover',
-           'performance_summary', 'forecast_quality', 'psr_from_stats', 'probabilistic_sharpe_ratio',
-           'expected_max_sharpe', 'deflated_sharpe_ratio', 'sharpe_difference', 'tearsheet']
+           'performance_summary', 'daily_ic', 'forecast_quality', 'psr_from_stats', 'probabilistic_sharpe_ratio',
+           'expected_max_sharpe', 'deflated_sharpe_ratio', 'sharpe_difference', 'newey_west_lags', 'hac_mean_test',
+           'sharpe_difference_hac', 'ic_significance', 'yearly_ic', 'tearsheet', 'html_tearsheet']
 
 # %% ../../nbs/analytics/03_metrics.ipynb #6b910952
 TRADING_DAYS = 252  # sessions per year used for every annualisation in this module
@@ -158,14 +159,11 @@ def _group_corr(gid: np.ndarray, x: np.ndarray, y: np.ndarray, ng: int) -> np.nd
     c[(n < 2) | const(x) | const(y)] = np.nan
     return np.clip(c, -1.0, 1.0)
 
-def forecast_quality(forecasts: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """IC, rank IC, ICIR, annualised ICIR and directional accuracy of each (model, horizon).
-    `forecasts`: long DataFrame with columns timestamp, symbol, horizon (int, trading days), prediction (expected
-    simple return, fraction), confidence, model. `labels`: DataFrame indexed by unique (timestamp, symbol) with
-    columns `fwd_ret_{h}` (forward simple return realised after t). Returns a DataFrame indexed by (model, horizon)
-    with columns ic, rank_ic, icir, icir_ann, directional_accuracy, n_dates, n_obs.
-    Raises ValueError for a missing column, a non-finite prediction, a duplicated forecast, or a forecast
-    (timestamp, symbol) that `labels` does not index; KeyError for a horizon without its `fwd_ret_{h}` column."""
+def daily_ic(forecasts: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Per-date cross-sectional IC (Pearson) and rank IC (Spearman) of each (model, horizon). Inputs as in
+    `forecast_quality`. Returns a DataFrame with columns model, horizon, timestamp, n (pairs), ic, rank_ic, hits,
+    valid (sign agreements / pairs with both signs non-zero), one row per (model, horizon, date) with a label.
+    Raises as `forecast_quality` does."""
     miss = [c for c in ("timestamp", "symbol", "horizon", "prediction", "model") if c not in forecasts.columns]
     if miss: raise ValueError(f"forecasts: missing columns {miss}")
     if not labels.index.is_unique: raise ValueError("labels: the (timestamp, symbol) index has duplicates")
@@ -192,15 +190,27 @@ def forecast_quality(forecasts: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
     rk = f[["prediction", "label"]].groupby(gid).rank(method="average")
     daily = f.groupby(keys, sort=True).size().rename("n").reset_index()
     daily["ic"] = _group_corr(gid, x, yy, ng); daily["rank_ic"] = _group_corr(gid, rk["prediction"].to_numpy(float), rk["label"].to_numpy(float), ng)
+    sx, sy = np.sign(x), np.sign(yy); valid = (sx != 0) & (sy != 0)
+    daily["hits"] = np.bincount(gid, (sx == sy) & valid, ng).astype(np.int64)
+    daily["valid"] = np.bincount(gid, valid, ng).astype(np.int64)
+    return daily
+
+def forecast_quality(forecasts: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """IC, rank IC, ICIR, annualised ICIR and directional accuracy of each (model, horizon).
+    `forecasts`: long DataFrame with columns timestamp, symbol, horizon (int, trading days), prediction (expected
+    simple return, fraction), confidence, model. `labels`: DataFrame indexed by unique (timestamp, symbol) with
+    columns `fwd_ret_{h}` (forward simple return realised after t). Returns a DataFrame indexed by (model, horizon)
+    with columns ic, rank_ic, icir, icir_ann, directional_accuracy, n_dates, n_obs.
+    Raises ValueError for a missing column, a non-finite prediction, a duplicated forecast, or a forecast
+    (timestamp, symbol) that `labels` does not index; KeyError for a horizon without its `fwd_ret_{h}` column."""
+    daily = daily_ic(forecasts, labels)
     g = daily.groupby(["model", "horizon"], sort=True)
     out = pd.DataFrame({"ic": g["ic"].mean(), "rank_ic": g["rank_ic"].mean(), "ic_sd": g["ic"].std(ddof=1),
                         "n_dates": g["ic"].count(), "n_obs": g["n"].sum()})
-    s = np.sign(x), np.sign(yy); valid = (s[0] != 0) & (s[1] != 0)
-    hits = pd.DataFrame({"model": f["model"], "horizon": f["horizon"], "hit": (s[0] == s[1]) & valid, "valid": valid})
-    hg = hits.groupby(["model", "horizon"], sort=True)[["hit", "valid"]].sum()
+    hg = g[["hits", "valid"]].sum()
     out["icir"] = out["ic"] / out["ic_sd"].where(out["ic_sd"] > 0)
     out["icir_ann"] = out["icir"] * np.sqrt(TRADING_DAYS / out.index.get_level_values("horizon").to_numpy(float))
-    out["directional_accuracy"] = hg["hit"] / hg["valid"].where(hg["valid"] > 0)
+    out["directional_accuracy"] = hg["hits"] / hg["valid"].where(hg["valid"] > 0)
     return out[["ic", "rank_ic", "icir", "icir_ann", "directional_accuracy", "n_dates", "n_obs"]].astype(
         {"n_dates": "int64", "n_obs": "int64"})
 
@@ -263,6 +273,74 @@ def sharpe_difference(returns_a, returns_b) -> tuple[float, float, float]:
     se = np.sqrt(max(var, 0.0)) * np.sqrt(TRADING_DAYS); diff = (sra - srb) * np.sqrt(TRADING_DAYS)
     return float(diff), float(se), float(diff / se) if se > 0 else np.nan
 
+# %% ../../nbs/analytics/03_metrics.ipynb #22cf5f5f
+def newey_west_lags(n: int) -> int:
+    "Newey & West (1994), Rev. Econ. Studies 61(4), automatic lag rule: `floor(4 (n/100)^(2/9))` for `n` observations."
+    if n < 1: raise ValueError(f"n must be ≥ 1, got {n}")
+    return int(np.floor(4 * (n / 100) ** (2 / 9)))
+
+def _long_run_cov(x: np.ndarray, lags: int) -> np.ndarray:
+    "(k, k) Newey–West long-run covariance of the (n, k) array `x` (demeaned here); Bartlett weights over `lags`."
+    from statsmodels.stats.sandwich_covariance import S_hac_simple
+    return np.atleast_2d(S_hac_simple(x - x.mean(axis=0), nlags=int(lags))) / len(x)  # statsmodels returns the sum over t
+
+def hac_mean_test(x, lags: int | None = None) -> tuple[float, float, float]:
+    """(mean, Newey–West standard error of the mean, t = mean / se) of a 1-D series `x` (n ≥ 3 finite values;
+    ValueError naming the position of the first non-finite one). `lags` default `newey_west_lags(n)`."""
+    v = np.asarray(x, dtype=float).reshape(-1)
+    if len(v) < 3: raise ValueError(f"need at least 3 observations, got {len(v)}")
+    if not np.isfinite(v).all(): raise ValueError(f"non-finite value {v[~np.isfinite(v)][0]} at position {int(np.argmax(~np.isfinite(v)))}")
+    L = newey_west_lags(len(v)) if lags is None else int(lags)
+    se = float(np.sqrt(max(_long_run_cov(v[:, None], L)[0, 0], 0.0) / len(v)))
+    m = float(v.mean())
+    return m, se, (m / se if se > 0 else np.nan)
+
+def sharpe_difference_hac(returns_a, returns_b, lags: int | None = None) -> tuple[float, float, float]:
+    """(annualised SR_a − SR_b, its HAC standard error, z) of two daily simple return series on the same dates.
+    Delta method on the moments (μ_a, μ_b, E a², E b²) with their Newey–West long-run covariance (`lags`, default
+    `newey_west_lags(T)`): Ledoit & Wolf (2008), J. Empirical Finance 15(5), section 3.1. Valid under serial
+    correlation and fat tails, unlike `sharpe_difference`. z is NaN when the standard error is 0."""
+    a, b = _as_returns(returns_a, "returns_a"), _as_returns(returns_b, "returns_b")
+    if len(a) != len(b) or (isinstance(returns_a, pd.Series) and isinstance(returns_b, pd.Series) and not a.index.equals(b.index)):
+        raise ValueError(f"returns_a and returns_b must cover the same dates ({len(a)} vs {len(b)} rows)")
+    x, y = a.to_numpy(), b.to_numpy(); T = len(x)
+    if T < 3: raise ValueError(f"need at least 3 returns, got {T}")
+    if np.ptp(x) == 0 or np.ptp(y) == 0: raise ValueError("a constant return series has no Sharpe ratio")
+    Y = np.c_[x, y, x ** 2, y ** 2]
+    mu_a, mu_b, g_a, g_b = Y.mean(axis=0)
+    va, vb = g_a - mu_a ** 2, g_b - mu_b ** 2
+    grad = np.array([g_a / va ** 1.5, -g_b / vb ** 1.5, -0.5 * mu_a / va ** 1.5, 0.5 * mu_b / vb ** 1.5])
+    L = newey_west_lags(T) if lags is None else int(lags)
+    var = float(grad @ _long_run_cov(Y, L) @ grad) / T
+    diff = (mu_a / np.sqrt(va) - mu_b / np.sqrt(vb)) * np.sqrt(TRADING_DAYS)
+    se = np.sqrt(max(var, 0.0)) * np.sqrt(TRADING_DAYS)
+    return float(diff), float(se), float(diff / se) if se > 0 else np.nan
+
+# %% ../../nbs/analytics/03_metrics.ipynb #fd494b1c
+def ic_significance(daily: pd.DataFrame, lags: int | None = None) -> pd.DataFrame:
+    """Mean IC and rank IC of each (model, horizon) of a `daily_ic` table, with Newey–West t statistics over the
+    per-date series (lags = max(horizon, `newey_west_lags(n_dates)`) unless `lags` is given: h-day forward returns
+    overlap for h − 1 days) and `ic_hit_rate`, the share of dates with a positive IC. Returns a DataFrame indexed
+    by (model, horizon) with columns ic, ic_t_nw, rank_ic, rank_ic_t_nw, ic_hit_rate, lags, n_dates."""
+    rows = {}
+    for (m, h), g in daily.groupby(["model", "horizon"], sort=True):
+        ic, ric = g["ic"].dropna().to_numpy(), g["rank_ic"].dropna().to_numpy()
+        L = max(int(h), newey_west_lags(max(len(ic), 1))) if lags is None else int(lags)
+        t_ic = hac_mean_test(ic, L)[2] if len(ic) >= 3 else np.nan
+        t_ric = hac_mean_test(ric, L)[2] if len(ric) >= 3 else np.nan
+        rows[(m, h)] = dict(ic=float(ic.mean()) if len(ic) else np.nan, ic_t_nw=t_ic,
+                            rank_ic=float(ric.mean()) if len(ric) else np.nan, rank_ic_t_nw=t_ric,
+                            ic_hit_rate=float((ic > 0).mean()) if len(ic) else np.nan, lags=L, n_dates=len(ic))
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["model", "horizon"])
+    return out
+
+def yearly_ic(daily: pd.DataFrame) -> pd.DataFrame:
+    "Mean IC and rank IC of each (model, horizon, calendar year) of a `daily_ic` table: DataFrame with columns ic, rank_ic, n_dates."
+    d = daily.assign(year=pd.DatetimeIndex(daily["timestamp"]).year)
+    g = d.groupby(["model", "horizon", "year"], sort=True)
+    return pd.DataFrame({"ic": g["ic"].mean(), "rank_ic": g["rank_ic"].mean(), "n_dates": g["ic"].count()})
+
 # %% ../../nbs/analytics/03_metrics.ipynb #511bbc7e
 def tearsheet(equity: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
     """Figure with three panels: equity (log scale, rebased to 1), drawdown (fraction) and rolling 252-day annualised
@@ -296,3 +374,22 @@ def tearsheet(equity: pd.DataFrame, path: str | Path | None = None, title: str |
     if path is not None:
         p = Path(path); p.parent.mkdir(parents=True, exist_ok=True); fig.savefig(p, dpi=100)
     return fig
+
+# %% ../../nbs/analytics/03_metrics.ipynb #a9ad6cf3
+def html_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str = "Strategy",
+                   benchmark_title: str = "1/N") -> Path:
+    """QuantStats' HTML tear sheet (`quantstats.reports.html`) of daily simple `returns` against `benchmark` (daily
+    simple returns on the same dates), written to `path` (parents created). Time zones are dropped (QuantStats compares
+    naive dates). Returns the path."""
+    import logging
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # QuantStats asks for Arial, which may be absent
+    import quantstats as qs, warnings
+    r, b = _as_returns(returns, "returns"), _as_returns(benchmark, "benchmark")
+    if not r.index.equals(b.index): raise ValueError("returns and benchmark must cover the same dates")
+    naive = lambda s: s.tz_localize(None) if getattr(s.index, "tz", None) is not None else s
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qs.reports.html(naive(r).rename(title), naive(b).rename(benchmark_title), output=str(p), title=title,
+                        benchmark_title=benchmark_title, strategy_title=title)
+    return p

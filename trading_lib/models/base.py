@@ -14,9 +14,9 @@ from sklearn.isotonic import IsotonicRegression
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['FORECAST_COLUMNS', 'FORECASTERS', 'label_horizons', 'check_features', 'fit_confidence', 'apply_confidence',
-           'Forecaster', 'LightGBMForecaster', 'lookback_windows', 'resolve_device', 'train_loop', 'WindowForecaster',
-           'LSTMForecaster']
+__all__ = ['FORECASTER_CLASSES', 'FORECAST_COLUMNS', 'FORECASTERS', 'label_horizons', 'check_features', 'label_matrix',
+           'fit_confidence', 'apply_confidence', 'Forecaster', 'LightGBMForecaster', 'lookback_windows',
+           'resolve_device', 'masked_mse', 'train_loop', 'WindowForecaster', 'LSTMForecaster']
 
 # %% ../../nbs/models/05_base.ipynb #efb8737d
 _IDX = ("timestamp", "symbol")
@@ -61,7 +61,7 @@ def check_features(features: pd.DataFrame, names: list[str] | None = None) -> pd
     if np.isinf(x := features.to_numpy()).any(): _first_bad(features, np.isinf(x), "features", "non-finite value")
     return features
 
-def _label_matrix(labels: pd.DataFrame, index: pd.MultiIndex, horizons: list[int], what="labels") -> np.ndarray:
+def label_matrix(labels: pd.DataFrame, index: pd.MultiIndex, horizons: list[int], what="labels") -> np.ndarray:
     "(n_rows, n_horizons) float64 label array aligned to `index`; NaN = unknown label."
     _check_index(labels, what)
     cols = [f"fwd_ret_{h}" for h in horizons]
@@ -104,7 +104,7 @@ def apply_confidence(pred: np.ndarray, cmap: dict) -> np.ndarray:
 
 # %% ../../nbs/models/05_base.ipynb #72e36974
 _FORMAT = "trading_lib.models.base/1"
-_REGISTRY: dict[str, type] = {}
+FORECASTER_CLASSES: dict[str, type] = {}
 FORECAST_COLUMNS = ["timestamp", "symbol", "horizon", "prediction", "confidence", "model"]
 
 class Forecaster:
@@ -114,7 +114,7 @@ class Forecaster:
     name: str = "forecaster"
 
     def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw); _REGISTRY[cls.__name__] = cls
+        super().__init_subclass__(**kw); FORECASTER_CLASSES[cls.__name__] = cls
 
     def __init__(self, horizons: list[int] | None = None, seed: int = 42, min_calibration_rows: int = 50,
                  name: str | None = None):
@@ -146,14 +146,14 @@ class Forecaster:
         and calibrates `confidence`. Rows with a NaN label for horizon h do not train horizon h."""
         X = check_features(features)
         hs = self.horizons or label_horizons(labels)
-        Y = _label_matrix(labels, X.index, hs)
+        Y = label_matrix(labels, X.index, hs)
         if empty := [h for h, n in zip(hs, np.isfinite(Y).sum(0)) if n == 0]:
             raise ValueError(f"labels: no non-NaN training label for horizons {empty}")
         if (valid_features is None) != (valid_labels is None): raise ValueError("pass both valid_features and valid_labels, or neither")
         Xv = Yv = None
         if valid_features is not None:
             Xv = check_features(valid_features, list(X.columns))
-            Yv = _label_matrix(valid_labels, Xv.index, hs, "valid_labels")
+            Yv = label_matrix(valid_labels, Xv.index, hs, "valid_labels")
             if len(both := X.index.intersection(Xv.index)):
                 raise ValueError(f"validation rows overlap the training rows ({len(both)} rows, first {both[0]})")
         self.feature_names_, self.horizons_ = list(X.columns), list(hs)
@@ -208,10 +208,10 @@ class Forecaster:
         constructor parameters that do not change the model (e.g. `device="cpu"`, `n_jobs=4`, `progress=False`)."""
         d = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(d, dict) or d.get("format") != _FORMAT: raise ValueError(f"{path}: not a {_FORMAT} file")
-        klass = _REGISTRY.get(d["class"])
+        klass = FORECASTER_CLASSES.get(d["class"])
         if klass is None and d.get("module"):  # the class's module was not imported yet (a zoo or user model)
             import importlib
-            importlib.import_module(d["module"]); klass = _REGISTRY.get(d["class"])
+            importlib.import_module(d["module"]); klass = FORECASTER_CLASSES.get(d["class"])
         if klass is None or not issubclass(klass, cls): raise ValueError(f"{path}: holds a {d['class']}, not a {cls.__name__}")
         obj = klass(**{**d["params"], **overrides})
         obj.feature_names_, obj.horizons_ = list(d["feature_names"]), [int(h) for h in d["horizons"]]
@@ -304,7 +304,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda"): raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     return torch.device(device)
 
-def _masked_mse(out, y):
+def masked_mse(out, y):
     m = ~torch.isnan(y)
     return ((out - torch.nan_to_num(y)) ** 2 * m).sum() / m.sum().clamp(min=1)
 
@@ -404,7 +404,7 @@ class WindowForecaster(Forecaster):
     # ---- hooks ----------------------------------------------------------------------------------------------------
     def _build_net(self, n_features: int, n_out: int) -> nn.Module: raise NotImplementedError
     def _n_out(self) -> int: return len(self.horizons_)
-    def _loss(self, out, y): return _masked_mse(out, y)
+    def _loss(self, out, y): return masked_mse(out, y)
     def _outputs_to_point(self, out: np.ndarray) -> np.ndarray: return out
 
     # ---- data -----------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .base import (Forecaster, WindowForecaster, LightGBMForecaster, LSTMForecaster, FORECASTERS,
-                                _REGISTRY, check_features, fit_confidence, apply_confidence, resolve_device,
-                                train_loop, _label_matrix, _masked_mse)
+                                FORECASTER_CLASSES, check_features, fit_confidence, apply_confidence, resolve_device,
+                                train_loop, label_matrix, masked_mse)
 
 # %% auto #0
 __all__ = ['ZOO', 'GRUForecaster', 'CNNLSTMForecaster', 'TransformerForecaster', 'GRN', 'pinball_loss', 'TFTForecaster',
@@ -160,7 +160,7 @@ class TFTForecaster(WindowForecaster):
         super().fit(features, labels, valid_features, valid_labels)
         if valid_features is None: return self
         X, Xv = check_features(features, self.feature_names_), check_features(valid_features, self.feature_names_)
-        Yv = _label_matrix(valid_labels, Xv.index, self.horizons_, "valid_labels")
+        Yv = label_matrix(valid_labels, Xv.index, self.horizons_, "valid_labels")
         idx, P = self._predict_matrix(pd.concat([X, Xv]).sort_index())
         pos = pd.Series(np.arange(len(idx)), index=idx).reindex(Xv.index).to_numpy()
         ok = np.isfinite(pos); r = np.flatnonzero(ok); pos = pos[ok].astype(int)
@@ -287,7 +287,7 @@ def _dump_model(m: Forecaster) -> dict:
             "calibration": {int(h): c for h, c in m.calibration_.items()}, "state": m._get_state()}
 
 def _undump_model(d: dict) -> Forecaster:
-    obj = _REGISTRY[d["class"]](**d["params"])
+    obj = FORECASTER_CLASSES[d["class"]](**d["params"])
     obj.feature_names_, obj.horizons_ = list(d["feature_names"]), [int(h) for h in d["horizons"]]
     obj.calibration_ = {int(h): c for h, c in d["calibration"].items()}
     obj._set_state(d["state"]); obj.fitted_ = True
@@ -305,9 +305,9 @@ class EnsembleForecaster(Forecaster):
         if not members: raise ValueError("EnsembleForecaster needs at least one member")
         if weighting not in ("ic", "equal"): raise ValueError(f"weighting must be 'ic' or 'equal', got {weighting!r}")
         self.members = [{"class": type(m).__name__, "params": m.get_params()} if isinstance(m, Forecaster) else dict(m) for m in members]
-        if bad := [m["class"] for m in self.members if m["class"] not in _REGISTRY or m["class"] == "EnsembleForecaster"]:
+        if bad := [m["class"] for m in self.members if m["class"] not in FORECASTER_CLASSES or m["class"] == "EnsembleForecaster"]:
             raise ValueError(f"unknown or nested ensemble member classes {bad}")
-        names = [m["params"].get("name") or _REGISTRY[m["class"]].name for m in self.members]
+        names = [m["params"].get("name") or FORECASTER_CLASSES[m["class"]].name for m in self.members]
         if len(set(names)) != len(names): raise ValueError(f"ensemble member names must differ, got {names}")
         self.weighting = weighting
 
@@ -315,7 +315,7 @@ class EnsembleForecaster(Forecaster):
 
     def _fit(self, X, Y, Xv, Yv):
         hs = self.horizons_
-        self.models_ = [_REGISTRY[m["class"]](**{**m["params"], "horizons": hs}) for m in self.members]
+        self.models_ = [FORECASTER_CLASSES[m["class"]](**{**m["params"], "horizons": hs}) for m in self.members]
         for m in self.models_:
             m.fit(X, _labels_frame(Y, X.index, hs), Xv, None if Yv is None else _labels_frame(Yv, Xv.index, hs))
         self.weights_, self.valid_ic_, self.weight_window_ = {}, {}, None
@@ -439,11 +439,11 @@ class GATForecaster(Forecaster):
             gv, pv, tv, cv, _ = self._grid(Xv)
             yv = np.full(pv.shape + (len(self.horizons_),), np.nan, np.float32); yv[tv, cv] = (Yv - self.y_mean_) / self.y_std_
             bv = np.arange(len(gv)); yv_t = torch.from_numpy(yv.reshape(-1, yv.shape[-1])).to(self.device_)
-            valid_loss = lambda net: float(_masked_mse(net(*self._batch(gv, pv, bv)).float(), yv_t))
+            valid_loss = lambda net: float(masked_mse(net(*self._batch(gv, pv, bv)).float(), yv_t))
         torch.manual_seed(self.seed)
         self.net_ = _GATNet(x.shape[1], self.hidden, len(self.horizons_), self.heads, self.dropout).to(self.device_)
         fetch = lambda b: (self._batch(grid, present, items[b]), torch.from_numpy(yz[items[b]].reshape(-1, yz.shape[-1])).to(self.device_))
-        res = train_loop(self.net_, len(items), fetch, _masked_mse, valid_loss, epochs=self.epochs, batch_size=self.batch_size,
+        res = train_loop(self.net_, len(items), fetch, masked_mse, valid_loss, epochs=self.epochs, batch_size=self.batch_size,
                          lr=self.lr, patience=self.patience, device=self.device_, seed=self.seed, progress=self.progress,
                          desc=self.name, checkpoint_dir=self.checkpoint_dir, keep=self.keep_checkpoints)
         self.history_, self.best_epoch_, self.checkpoints_ = res["history"], res["best_epoch"], res["checkpoints"]
@@ -491,17 +491,17 @@ class TunedForecaster(Forecaster):
     def __init__(self, horizons=None, base=None, n_trials: int = 0, space: dict | None = None, seed: int = 42, **kw):
         if base is None: raise ValueError("TunedForecaster needs a base forecaster")
         self.base = {"class": type(base).__name__, "params": base.get_params()} if isinstance(base, Forecaster) else dict(base)
-        kw.setdefault("name", self.base["params"].get("name") or _REGISTRY[self.base["class"]].name)
+        kw.setdefault("name", self.base["params"].get("name") or FORECASTER_CLASSES[self.base["class"]].name)
         super().__init__(horizons, seed, **kw)
         self.n_trials = int(n_trials)
-        klass = _REGISTRY[self.base["class"]]
+        klass = FORECASTER_CLASSES[self.base["class"]]
         self.space = dict(space) if space else _SPACES.get(self.base["class"], _WINDOW_SPACE if issubclass(klass, WindowForecaster) else {})
         if self.n_trials and not self.space: raise ValueError(f"no search space for {self.base['class']}: pass space=")
 
     def get_params(self): return {**super().get_params(), "base": self.base, "n_trials": self.n_trials, "space": self.space}
 
     def _make(self, **params):
-        return _REGISTRY[self.base["class"]](**{**self.base["params"], "horizons": self.horizons_, **params})
+        return FORECASTER_CLASSES[self.base["class"]](**{**self.base["params"], "horizons": self.horizons_, **params})
 
     def _fit(self, X, Y, Xv, Yv):
         hs = self.horizons_

@@ -546,11 +546,19 @@ def read_metrics(run_dir: str | Path) -> dict:
     try: return json.loads(p.read_text())
     except ValueError as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
 
+def _tracking_flag(m: dict) -> str:
+    "'FLAGGED: <run> gap <g> in <year>' for the worst flagged run of a backtest's metrics, '' otherwise."
+    tr = m.get("tracking") or {}
+    if not tr.get("flagged"): return ""
+    k = max(tr["flagged"], key=lambda r: tr["by_run"][r]["worst_year_gap"]); g = tr["by_run"][k]
+    return f"FLAGGED: {k} gap {g['worst_year_gap']:.2f} in {g['worst_year']} (> {tr['threshold']:.2f})"
+
 def load_runs(root: str | Path) -> pd.DataFrame:
     """One row per run under `root` (= runs/): job, run_id, started (UTC), status ('ok' | 'failed' | 'incomplete'),
     parameters (the non-null job parameters as 'k=v, ...'), code_version, error (failed runs), and key metrics:
     sharpe, cagr, max_drawdown (backtest strategy), sharpe_vs_1N (strategy − 1/N Sharpe), mean_ic (mean IC over models
-    and horizons). Newest first."""
+    and horizons), dsr_vs_1N (deflated Sharpe ratio of the active return over 1/N), null_pct (percentile of the
+    strategy among random-score books), tracking ('FLAGGED …' when a run's book did not follow its targets). Newest first."""
     rows = []
     for d in sorted(Path(root).glob("*/*/")):
         if not d.is_dir() or not (_RUN_ID.match(d.name) or (d / "metrics.json").exists() or (d / "error.json").exists()): continue
@@ -569,8 +577,11 @@ def load_runs(root: str | Path) -> pd.DataFrame:
                          code_version=run.get("code_version", ""), error=err,
                          sharpe=strat.get("sharpe", np.nan), cagr=strat.get("cagr", np.nan), max_drawdown=strat.get("max_drawdown", np.nan),
                          sharpe_vs_1N=strat.get("sharpe", np.nan) - perf.get("1/N", {}).get("sharpe", np.nan),
-                         mean_ic=float(fq["ic"].mean()) if "ic" in fq else np.nan))
-    cols = ["job", "run_id", "started", "status", "parameters", "code_version", "error", "sharpe", "cagr", "max_drawdown", "sharpe_vs_1N", "mean_ic"]
+                         mean_ic=float(fq["ic"].mean()) if "ic" in fq else np.nan,
+                         dsr_vs_1N=m.get("significance", {}).get("vs_equal_weight", {}).get("dsr", np.nan),
+                         null_pct=m.get("random_null", {}).get("percentile", np.nan), tracking=_tracking_flag(m)))
+    cols = ["job", "run_id", "started", "status", "parameters", "code_version", "error", "sharpe", "cagr", "max_drawdown", "sharpe_vs_1N",
+            "mean_ic", "dsr_vs_1N", "null_pct", "tracking"]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values(["started", "run_id"], ascending=False, na_position="last").reset_index(drop=True)
 
@@ -632,6 +643,7 @@ def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
             v = r[c]
             if isinstance(v, (float, np.floating)): cells.append(f"<td>{_num(v, fmt.get(c, '{:.4f}'))}</td>")
             elif isinstance(v, pd.Timestamp): cells.append(f"<td>{E(v.strftime('%Y-%m-%d %H:%M'))}</td>")
+            elif isinstance(v, str) and v.startswith("FLAGGED"): cells.append(f"<td class='tl-flagged' style='color:#c62828;font-weight:bold'>{E(v)}</td>")
             else: cells.append(f"<td>{E(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<div style='max-height:340px;overflow:auto'><table class='tl-table {cls}' style='font-size:0.85em'>"

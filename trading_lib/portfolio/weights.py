@@ -4,34 +4,85 @@
 
 # %% ../../nbs/portfolio/09_weights.ipynb #fc170600
 from __future__ import annotations
+import warnings
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['topk_weights', 'rank_weights', 'target_weights', 'rebalance_mask']
+__all__ = ['TieWarning', 'distinct_counts', 'topk_boundary_ties', 'flat_rows', 'topk_weights', 'rank_weights', 'target_weights',
+           'rebalance_mask']
 
 # %% ../../nbs/portfolio/09_weights.ipynb #a91bd926
 def _cap(w: np.ndarray, max_weight: float) -> np.ndarray:
     return np.minimum(w, max_weight)
 
-def topk_weights(scores: np.ndarray, k: int, max_weight: float = 1.0) -> np.ndarray:
+class TieWarning(UserWarning):
+    "Scores too flat to rank: fewer than k + 1 distinct values on a date, so the top-k boundary is a tie."
+
+def distinct_counts(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "(number of finite scores, number of distinct finite scores) of each row of a (T, N) array: two (T,) int arrays."
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    fin = np.isfinite(s); srt = np.sort(np.where(fin, s, np.inf), axis=1)
+    n_fin = fin.sum(axis=1)
+    new = np.c_[np.ones((len(s), 1), bool), srt[:, 1:] != srt[:, :-1]] & np.isfinite(srt)
+    return n_fin, new.sum(axis=1)
+
+def topk_boundary_ties(scores: np.ndarray, k: int) -> np.ndarray:
+    """(T,) bool: True where the k-th and (k+1)-th highest finite scores of a row are equal, i.e. where choosing
+    exactly k symbols needs a tie-break."""
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    if s.shape[1] <= k: return np.zeros(len(s), dtype=bool)
+    d = -np.sort(-np.where(np.isfinite(s), s, -np.inf), axis=1)
+    return np.isfinite(d[:, k]) & (d[:, k - 1] == d[:, k])
+
+def flat_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    "(T,) bool: rows with more than `k` finite scores but fewer than k + 1 distinct values (a top-k choice there is a tie)."
+    n_fin, n_dist = distinct_counts(scores)
+    return (n_fin >= k + 1) & (n_dist < k + 1)
+
+def _warn_flat(s: np.ndarray, k: int, index=None):
+    flat = flat_rows(s, k)
+    if flat.any():
+        n_fin, n_dist = distinct_counts(s)
+        i = int(np.argmax(flat)); when = index[i] if index is not None else f"row {i}"
+        warnings.warn(f"scores have fewer than k + 1 = {k + 1} distinct values on {int(flat.sum())} of {len(s)} dates "
+                      f"(first: {when}, {int(n_dist[i])} distinct of {int(n_fin[i])}): the top-{k} choice there is a tie",
+                      TieWarning, stacklevel=3)
+
+def topk_weights(scores: np.ndarray, k: int, max_weight: float = 1.0, ties: str = "share", seed: int = 0,
+                 index=None) -> np.ndarray:
     """Equal weights 1/k on the `k` highest scores of each row, capped at `max_weight` (excess stays in cash).
     `scores`: (T, N) float array (NaN = no forecast: never selected). Returns (T, N) weights, fractions of equity.
-    Rows with fewer than `k` finite scores invest 1/k in each available symbol (the rest stays in cash)."""
+    Rows with fewer than `k` finite scores invest 1/k in each available symbol (the rest stays in cash).
+    Ties at the boundary are broken neutrally, never by column order: `ties="share"` (default, deterministic) gives
+    the `m` slots left below the boundary to the `b` symbols tied on it, `m / (b k)` each (so a row still invests 1);
+    `ties="random"` picks among them in a random order drawn from `seed`. Warns (`TieWarning`, naming the first
+    date of `index` (T,) when given) when a row has more than k finite scores but fewer than k + 1 distinct values."""
     s = np.asarray(scores, dtype=float)
-    if s.ndim == 1: return topk_weights(s[None], k, max_weight)[0]
+    if s.ndim == 1: return topk_weights(s[None], k, max_weight, ties, seed, index)[0]
     if k < 1: raise ValueError(f"k must be >= 1, got {k}")
-    filled = np.where(np.isfinite(s), s, -np.inf)
-    k_eff = min(k, s.shape[1])
-    idx = np.argpartition(-filled, k_eff - 1, axis=1)[:, :k_eff]  # top-k columns, unordered
+    if ties not in ("share", "random"): raise ValueError(f"unknown tie rule {ties!r} (expected 'share' or 'random')")
+    _warn_flat(s, k, index)
+    fin = np.isfinite(s); filled = np.where(fin, s, -np.inf)
     w = np.zeros_like(s)
-    rows = np.arange(s.shape[0])[:, None]
-    chosen_finite = np.isfinite(np.take_along_axis(filled, idx, axis=1))
-    w[rows, idx] = np.where(chosen_finite, 1.0 / k, 0.0)
+    if s.shape[1] == 0: return w
+    if ties == "random":
+        key = np.random.default_rng(seed).random(s.shape)
+        order = np.lexsort((key, -filled), axis=-1)[:, :min(k, s.shape[1])]  # by score desc, ties by the random key
+        rows = np.arange(s.shape[0])[:, None]
+        w[rows, order] = np.where(np.take_along_axis(fin, order, axis=1), 1.0 / k, 0.0)
+        return _cap(w, max_weight)
+    kk = min(k, s.shape[1])
+    v = -np.partition(-filled, kk - 1, axis=1)[:, kk - 1:kk]  # (T, 1): the k-th highest score (-inf: fewer finite)
+    above = fin & (filled > v); on = fin & (filled == v)
+    a = above.sum(axis=1, keepdims=True); b = on.sum(axis=1, keepdims=True)
+    share = np.divide(k - a, b * k, out=np.zeros(a.shape), where=b > 0)
+    w = np.where(above, 1.0 / k, np.where(on, np.minimum(share, 1.0 / k), 0.0))
     return _cap(w, max_weight)
 
 def rank_weights(scores: np.ndarray, max_weight: float = 1.0) -> np.ndarray:
     """Long-only weights proportional to the cross-sectional rank of each row's scores (lowest rank = 1),
-    normalised to sum to 1, capped at `max_weight` (excess stays in cash). (T, N) in, (T, N) out; NaN → weight 0."""
+    normalised to sum to 1, capped at `max_weight` (excess stays in cash). (T, N) in, (T, N) out; NaN → weight 0.
+    Tied scores share their average rank (neutral by construction)."""
     s = np.asarray(scores, dtype=float)
     if s.ndim == 1: return rank_weights(s[None], max_weight)[0]
     ranks = pd.DataFrame(s).rank(axis=1, method="average").to_numpy()
@@ -40,9 +91,10 @@ def rank_weights(scores: np.ndarray, max_weight: float = 1.0) -> np.ndarray:
     w = np.divide(ranks, tot, out=np.zeros_like(ranks), where=tot > 0)
     return _cap(w, max_weight)
 
-def target_weights(scores: np.ndarray, method: str = "topk", top_k: int = 5, max_weight: float = 0.25) -> np.ndarray:
-    "Dispatch on `method` ('topk' | 'rank'); see `topk_weights` and `rank_weights`."
-    if method == "topk": return topk_weights(scores, top_k, max_weight)
+def target_weights(scores: np.ndarray, method: str = "topk", top_k: int = 5, max_weight: float = 0.25,
+                   ties: str = "share", seed: int = 0, index=None) -> np.ndarray:
+    "Dispatch on `method` ('topk' | 'rank'); see `topk_weights` (and its `ties`, `seed`, `index`) and `rank_weights`."
+    if method == "topk": return topk_weights(scores, top_k, max_weight, ties, seed, index)
     if method == "rank": return rank_weights(scores, max_weight)
     raise ValueError(f"unknown portfolio method {method!r} (expected 'topk' or 'rank')")
 

@@ -4,19 +4,23 @@
 
 # %% ../../nbs/research/17_backtest.ipynb #c25366e8
 from __future__ import annotations
-import hashlib, json, platform, subprocess, time
+import hashlib, json, platform, subprocess, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from ..config import Settings
-from ..portfolio.weights import target_weights, rebalance_mask
+from ..portfolio.weights import target_weights, topk_weights, topk_boundary_ties, flat_rows, rebalance_mask, TieWarning
 from ..trading.engine import run_backtest, BacktestResult
 
 # %% auto #0
-__all__ = ['Fold', 'walk_forward_folds', 'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix',
-           'weights_from_scores', 'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table',
-           'write_json']
+__all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS', 'Fold', 'walk_forward_folds',
+           'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix', 'weights_from_scores',
+           'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table', 'write_json',
+           'tracking_gap', 'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials',
+           'load_trials', 'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets',
+           'fast_returns', 'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs',
+           'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -143,8 +147,8 @@ def weights_from_scores(scores: pd.DataFrame, settings: Settings, close: pd.Data
         if close is None: raise ValueError(f"portfolio.method={m!r} (vol_target_enabled={p.vol_target_enabled}) needs past prices: pass close=")
         if list(close.columns) != list(scores.columns): raise ValueError("close must have the scores' columns (symbols) in the same order")
     if m in ("topk", "rank"):
-        w = target_weights(scores.to_numpy(), m, p.top_k, p.max_weight)
-        w[~keep] = np.nan
+        w = np.full(scores.shape, np.nan)
+        w[keep] = target_weights(scores.to_numpy()[keep], m, p.top_k, p.max_weight, index=scores.index[keep])
         W = pd.DataFrame(w, index=scores.index, columns=scores.columns)
         if p.vol_target_enabled:
             from trading_lib.portfolio.optimisation import vol_target
@@ -186,30 +190,40 @@ def config_hash(d: dict) -> str:
 
 def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame, labels: pd.DataFrame, settings: Settings,
              data_hash: str = "", runs_dir: Path | None = None, progress: bool = False, methods: list[str] | None = None,
-             risk: bool = True) -> tuple[dict, pd.DataFrame]:
-    """Backtest the ensemble strategy, each model's portfolio, 1/N (monthly) and S&P 500 buy-and-hold over the sessions
-    covered by `forecasts`. `close` (T, N) adjusted closes (history before the forecasts feeds the covariance of the
-    optimised methods); `benchmark` index closes. `methods`: further portfolio methods to compare on the ensemble
-    forecasts (runs named `method:<m>`). With `risk`, `metrics["risk"]` holds `risk_analytics.risk_report` of the
-    strategy, each `method:` run and 1/N (VaR/CVaR table, Kupiec/Christoffersen backtests per VaR method, GARCH, stress
-    tests, factor exposures). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>...,
-    method:<m>..., 1/N, S&P 500 — each starting at initial cash)."""
+             risk: bool = True, forecast_settings: dict | None = None, ledger: str | Path | None = None,
+             null_panels: int = 200, baselines: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Backtest the ensemble strategy, each model's portfolio, 1/N (monthly), S&P 500 buy-and-hold and (with
+    `baselines`) 12-1 momentum top-k and inverse volatility over the sessions covered by `forecasts`. `close` (T, N)
+    adjusted closes (history before the forecasts feeds the covariance of the optimised methods and the baselines'
+    look-backs); `benchmark` index closes. `methods`: further portfolio methods to compare on the ensemble forecasts
+    (runs named `method:<m>`). With `risk`, `metrics["risk"]` holds `risk_analytics.risk_report` of the strategy,
+    each `method:` run and 1/N. `forecast_settings`: the settings the forecasts were made with (see
+    `forecast_settings_from_run`; default: `settings`' own, labelled so). `ledger`: the trial ledger (JSON lines) this
+    run's trials are appended to and the DSR's N and Sharpe variance are read from (None: this run's trials plus the
+    configurations of earlier runs under `runs_dir`). `null_panels`: random-score books in the null distribution
+    (0 = none). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>..., method:<m>..., 1/N,
+    baseline:..., S&P 500 — each starting at initial cash)."""
     from trading_lib.analytics import metrics as M
     from trading_lib.trading.strategy import ForecastStrategy, EqualWeight
     h = settings.portfolio.signal_horizon
     start = forecasts["timestamp"].min()
     C = close[close.index >= start]
     models = sorted(forecasts["model"].unique())
-    results, equity = {}, {}
+    results, strategies = {}, {}
     runs = {"strategy": models, **{f"model:{m}": [m] for m in models}}
-    for name, ms in runs.items():  # the same ForecastStrategy object type the replay and live trading run
-        results[name] = run_backtest(close, ForecastStrategy(forecasts, settings, models=ms, horizon=h, name=name), settings,
-                                     progress=progress, start=start)
     extra = [m for m in (methods or []) if m != settings.portfolio.method]
-    for m in extra:
-        results[f"method:{m}"] = run_backtest(close, ForecastStrategy(forecasts, settings, models=models, method=m, horizon=h),
-                                              settings, progress=progress, start=start)
+    with warnings.catch_warnings():  # flat forecasts warn per session: counted once per run in `tie_report` instead
+        warnings.simplefilter("ignore", TieWarning)
+        for name, ms in runs.items():  # the same ForecastStrategy object type the replay and live trading run
+            strategies[name] = ForecastStrategy(forecasts, settings, models=ms, horizon=h, name=name)
+            results[name] = run_backtest(close, strategies[name], settings, progress=progress, start=start)
+        for m in extra:
+            results[f"method:{m}"] = run_backtest(close, ForecastStrategy(forecasts, settings, models=models, method=m, horizon=h),
+                                                  settings, progress=progress, start=start)
     results["1/N"] = run_backtest(close, EqualWeight("M"), settings, start=start)
+    if baselines: results |= baseline_runs(close, C.index, settings)[0]
+    targets = {k: r.targets for k, r in results.items() if r.targets is not None}  # what each run decided, session by session
+    scores = {k: pd.DataFrame(s.score, index=close.index, columns=close.columns).reindex(C.index) for k, s in strategies.items()}
     cash = settings.execution.initial_cash
     bm = benchmark.reindex(C.index)
     if bm.isna().any(): raise ValueError(f"benchmark has no close on {bm[bm.isna()].index[0].date()} (a session of the panel)")
@@ -221,23 +235,34 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
         n_orders=r.n_orders, n_fills=r.n_fills, refused_orders=r.refusals, commission=float(r.commission.sum()))
     perf["S&P 500"] = M.performance_summary(eq["S&P 500"].pct_change().fillna(0.0))
     quality = M.forecast_quality(forecasts, labels)
-    # overfitting statistics: every configuration tried on this data counts as a trial
-    cfg = lambda ms: config_hash(dict(models=ms, horizons=settings.models.horizons, portfolio=settings.portfolio.model_dump(),
-                                      model_settings=settings.models.model_dump(), wf=settings.walk_forward.model_dump()))
-    this = {cfg(ms) for ms in runs.values()}
-    trials = this | _previous_configurations(runs_dir, data_hash)
-    srs = np.array([M.performance_summary(results[k].returns)["sharpe"] for k in runs]) / np.sqrt(252)
-    var_sr = float(np.nanvar(srs, ddof=1)) if np.isfinite(srs).sum() > 1 else 0.0
+    # every configuration tried on this data is a trial: the ledger gives the DSR its N and the trials' Sharpe variance
+    fs = forecast_settings or forecast_settings_of(settings)
+    trial_runs = {**runs, **{f"method:{m}": models for m in extra}}
+    records = trial_records(trial_runs, {k: results[k].returns for k in trial_runs}, results["1/N"].returns, settings, fs,
+                            forecasts, data_hash)
+    this = sorted({r["trial"] for r in records})
+    if ledger is not None:
+        append_trials(ledger, records); trials = load_trials(ledger, data_hash)
+    else:
+        trials = {r["trial"]: r for r in records}
+        trials |= {c: dict(summary={}) for c in _previous_configurations(runs_dir, data_hash) - set(trials)}
+    tstats = trial_statistics(trials)
     strat = results["strategy"].returns
     diff, se, z = M.sharpe_difference(strat, results["1/N"].returns)
     overfit = dict(probabilistic_sharpe_ratio=float(M.probabilistic_sharpe_ratio(strat, 0.0)),
-                   deflated_sharpe_ratio=float(M.deflated_sharpe_ratio(strat, len(trials), max(var_sr, 1e-12))),
-                   n_trials=len(trials), var_trials_sharpe=var_sr,
+                   deflated_sharpe_ratio=float(M.deflated_sharpe_ratio(strat, tstats["n_trials"], max(tstats["var_sharpe"], 1e-12))),
+                   n_trials=tstats["n_trials"], var_trials_sharpe=tstats["var_sharpe"], null="Sharpe ratio 0 (see significance)",
                    sharpe_minus_equal_weight=float(diff), sharpe_difference_se=float(se), sharpe_difference_z=float(z))
     metrics = dict(performance=perf, forecast_quality=quality.reset_index().to_dict(orient="records"), overfitting=overfit,
-                   run=dict(data_hash=data_hash, configurations=sorted(this), test_start=str(C.index[0].date()),
+                   significance=significance_report(strat, results["1/N"].returns, tstats, forecasts, labels),
+                   tracking=tracking_report(results, targets), refusals=refusal_report(results),
+                   ties=tie_report(scores, settings),
+                   run=dict(data_hash=data_hash, configurations=this, test_start=str(C.index[0].date()),
                             test_end=str(C.index[-1].date()), n_sessions=len(C), symbols=list(C.columns),
-                            portfolio_method=settings.portfolio.method, compared_methods=extra))
+                            portfolio_method=settings.portfolio.method, compared_methods=extra, forecast_settings=fs,
+                            trial_ledger=str(ledger) if ledger is not None else None))
+    if null_panels > 0:
+        metrics["random_null"] = random_null(C, targets["strategy"], settings, n=null_panels, seed=settings.models.seed)
     if risk:
         from trading_lib.analytics.risk_analytics import risk_report
         metrics["risk"] = {k: risk_report(results[k].returns, results[k].weights.iloc[-1], close, benchmark, plot=False,
@@ -261,11 +286,13 @@ def run_metadata(settings: Settings, parameters: dict, timings: dict, data_hash:
                 parameters=parameters, settings=settings.model_dump(mode="json"), stage_seconds=timings)
 
 def summary_table(metrics: dict) -> str:
-    "Strategy vs 1/N vs S&P 500 (CAGR, Sharpe, max drawdown) and the models' IC at each horizon, as text."
+    """Strategy vs 1/N vs S&P 500 vs the standing baselines (CAGR, Sharpe, max drawdown, vol, turnover), the models' IC
+    at each horizon, and (`research_summary_lines`) significance against 1/N and 0, the random-score null, tracking gaps,
+    refusals and ties, as text."""
     perf = metrics["performance"]
-    rows = [k for k in ["strategy", "1/N", "S&P 500"] + [k for k in perf if k.startswith("model:")] if k in perf]
+    rows = [k for k in ["strategy", "1/N", "S&P 500"] + [k for k in perf if k.startswith(("baseline:", "model:", "method:"))] if k in perf]
     t = pd.DataFrame({k: {"CAGR": perf[k]["cagr"], "Sharpe": perf[k]["sharpe"], "max drawdown": perf[k]["max_drawdown"],
-                          "ann. vol": perf[k]["ann_vol"]} for k in rows}).T
+                          "ann. vol": perf[k]["ann_vol"], "turnover": perf[k].get("turnover")} for k in rows}).T
     q = pd.DataFrame(metrics["forecast_quality"])
     lines = ["Out-of-sample performance (after costs):", t.to_string(float_format=lambda x: f"{x:8.3f}")]
     if not q.empty:
@@ -278,9 +305,307 @@ def summary_table(metrics: dict) -> str:
         lines += [f"  {m:15s} {b['exceptions']:4d} / {b['n']:5d}   {b['p_value_pof']:.3f}   {b['p_value_ind']:.3f}"
                   for m, b in rk.items() if "exceptions" in b]
     o = metrics.get("overfitting")
-    if o: lines += ["", f"PSR {o['probabilistic_sharpe_ratio']:.3f}   DSR {o['deflated_sharpe_ratio']:.3f} ({o['n_trials']} trials)   "
-                        f"Sharpe − 1/N: {o['sharpe_minus_equal_weight']:+.3f} ± {o['sharpe_difference_se']:.3f}"]
-    return "\n".join(lines)
+    if o and "significance" not in metrics:
+        lines += ["", f"PSR {o['probabilistic_sharpe_ratio']:.3f}   DSR {o['deflated_sharpe_ratio']:.3f} ({o['n_trials']} trials)   "
+                      f"Sharpe − 1/N: {o['sharpe_minus_equal_weight']:+.3f} ± {o['sharpe_difference_se']:.3f}"]
+    return "\n".join(lines + research_summary_lines(metrics))
 
 def write_json(path, obj):
     Path(path).write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
+
+# %% ../../nbs/research/17_backtest.ipynb #7a965e78
+TRACKING_GAP_THRESHOLD = 0.10  # mean one-way gap in a calendar year above which a run is flagged
+
+def tracking_gap(held: pd.DataFrame, target: pd.DataFrame, threshold: float = TRACKING_GAP_THRESHOLD) -> dict:
+    """Gap between held weights and targets. `held` (T, N): weights at each close (fraction of equity, e.g.
+    `BacktestResult.weights`); `target` (T, N) on the same index and columns, NaN rows = no decision. Returns dict:
+    mean (over decisions), by_year {year: mean gap}, worst_year, worst_year_gap, threshold, flagged (bool: a year's
+    mean above `threshold`), n_decisions. Raises ValueError on misaligned frames."""
+    if not held.index.equals(target.index) or list(held.columns) != list(target.columns):
+        raise ValueError("held and target must share index (sessions) and columns (symbols)")
+    T = target.to_numpy(float); H = held.to_numpy(float)
+    dec = np.flatnonzero(~np.isnan(T).all(axis=1)); dec = dec[dec + 1 < len(T)]
+    if len(dec) == 0: return dict(mean=np.nan, by_year={}, worst_year=None, worst_year_gap=np.nan, threshold=threshold, flagged=False, n_decisions=0)
+    gap = 0.5 * np.abs(np.nan_to_num(H[dec + 1]) - np.nan_to_num(T[dec])).sum(axis=1)
+    by_year = pd.Series(gap).groupby(pd.DatetimeIndex(target.index[dec]).year).mean()
+    worst = int(by_year.idxmax())
+    return dict(mean=float(gap.mean()), by_year={int(y): float(v) for y, v in by_year.items()}, worst_year=worst,
+                worst_year_gap=float(by_year.max()), threshold=threshold, flagged=bool(by_year.max() > threshold),
+                n_decisions=int(len(dec)))
+
+def refusal_report(results: dict) -> dict:
+    "Refused orders by reason of each run: {run name: {Reason name: count}} from `BacktestResult.refusals`, runs without refusals included (empty)."
+    return {k: dict(sorted(getattr(r, "refusals", {}).items())) for k, r in results.items()}
+
+# %% ../../nbs/research/17_backtest.ipynb #1af36337
+def significance_report(returns: pd.Series, equal_weight: pd.Series, trials: dict, forecasts: pd.DataFrame | None = None,
+                        labels: pd.DataFrame | None = None) -> dict:
+    """Significance of the strategy's daily simple `returns` against 1/N (`equal_weight`, same dates) and against 0.
+    `trials`: `trial_statistics(...)` (n_trials, var_sharpe, var_active_sharpe: per-period Sharpe variances of every
+    trial on this data). With `forecasts` and `labels`, adds IC / rank IC with Newey–West t statistics, IC hit rate
+    (`metrics.ic_significance`) and yearly IC (`metrics.yearly_ic`). Returns a JSON-ready dict."""
+    from trading_lib.analytics import metrics as M
+    active = (returns - equal_weight).rename("active")
+    n = max(int(trials.get("n_trials", 1)), 1)
+    diff, se, z = M.sharpe_difference_hac(returns, equal_weight)
+    from scipy import stats
+    out = dict(
+        vs_equal_weight=dict(
+            label="active return: strategy − 1/N, daily",
+            active_sharpe=M.sharpe_ratio(active), active_return_ann=float(active.mean() * M.TRADING_DAYS),
+            tracking_error=M.ann_vol(active),
+            psr=float(M.probabilistic_sharpe_ratio(active, 0.0)),
+            dsr=float(M.deflated_sharpe_ratio(active, n, max(float(trials.get("var_active_sharpe", 0.0)), 1e-12))),
+            sharpe_difference=diff, sharpe_difference_se_hac=se, sharpe_difference_z=z,
+            sharpe_difference_p=float(stats.norm.sf(z)) if np.isfinite(z) else np.nan,
+            n_trials=n, var_trials_active_sharpe=float(trials.get("var_active_sharpe", np.nan))),
+        vs_zero=dict(
+            label="raw returns against a Sharpe ratio of 0; a long-only book passes this by itself",
+            sharpe=M.sharpe_ratio(returns), psr=float(M.probabilistic_sharpe_ratio(returns, 0.0)),
+            dsr=float(M.deflated_sharpe_ratio(returns, n, max(float(trials.get("var_sharpe", 0.0)), 1e-12))),
+            n_trials=n, var_trials_sharpe=float(trials.get("var_sharpe", np.nan))))
+    if forecasts is not None and labels is not None:
+        daily = M.daily_ic(forecasts, labels)
+        out["ic"] = M.ic_significance(daily).reset_index().to_dict(orient="records")
+        out["yearly_ic"] = M.yearly_ic(daily).reset_index().to_dict(orient="records")
+    return out
+
+# %% ../../nbs/research/17_backtest.ipynb #a64ff809
+TRIALS_FILE = "research/trials.jsonl"  # relative to the project root
+
+def frame_hash(df: pd.DataFrame) -> str:
+    "sha256 (16 hex digits) of a DataFrame's values and column names (row order matters, the index does not)."
+    h = hashlib.sha256(json.dumps(list(map(str, df.columns))).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def trial_record(name: str, config: dict, data_hash: str, returns: pd.Series, equal_weight: pd.Series) -> dict:
+    """One ledger line: `trial` = `config_hash` of the config and `data_hash`, the run `name`, the config itself, and the
+    summary of the daily returns and active returns over 1/N (per-period and annualised Sharpe ratios)."""
+    from trading_lib.analytics import metrics as M
+    active = returns - equal_weight
+    sr = lambda r: float(r.mean() / r.std(ddof=1)) if r.std(ddof=1) > 0 else np.nan
+    return dict(trial=config_hash(dict(config, data_hash=data_hash)), name=name, data_hash=data_hash, config=config,
+                summary=dict(start=str(returns.index[0].date()), end=str(returns.index[-1].date()), n_days=int(len(returns)),
+                             sharpe=M.sharpe_ratio(returns), sharpe_per_day=sr(returns),
+                             active_mean_ann=float(active.mean() * M.TRADING_DAYS), active_vol_ann=M.ann_vol(active),
+                             active_sharpe=M.sharpe_ratio(active), active_sharpe_per_day=sr(active)),
+                recorded=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+
+def append_trials(path, records: list[dict]) -> Path:
+    "Append `records` (one JSON line each, keys sorted) to the ledger at `path` (created with its folder); returns the path."
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a") as f: f.write("".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records))
+    return p
+
+def load_trials(path, data_hash: str | None = None) -> dict:
+    """Distinct trials of the ledger at `path` ({trial hash: last record}), only those on `data_hash` when given.
+    A missing ledger is empty; a line that is not JSON raises ValueError naming the line."""
+    p = Path(path); out = {}
+    if not p.exists(): return out
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except json.JSONDecodeError as e: raise ValueError(f"{p}: line {i} is not JSON ({e})") from None
+        if data_hash is None or r.get("data_hash") == data_hash: out[r["trial"]] = r
+    return out
+
+def trial_statistics(trials: dict) -> dict:
+    """n_trials and the variances (ddof 1, per-period units) of the distinct trials' Sharpe ratios and active Sharpe
+    ratios over 1/N — the N and V[SR] of the deflated Sharpe ratio. Variances are 0 for fewer than two trials."""
+    s = np.array([t["summary"].get("sharpe_per_day") for t in trials.values()], dtype=float)
+    a = np.array([t["summary"].get("active_sharpe_per_day") for t in trials.values()], dtype=float)
+    v = lambda x: float(np.nanvar(x, ddof=1)) if np.isfinite(x).sum() > 1 else 0.0
+    return dict(n_trials=len(trials), var_sharpe=v(s), var_active_sharpe=v(a))
+
+# %% ../../nbs/research/17_backtest.ipynb #efced8c4
+def momentum_scores(close: pd.DataFrame, lookback: int = 252, skip: int = 21) -> pd.DataFrame:
+    "12-1 momentum at each close: `close[t−skip] / close[t−lookback] − 1` (uses data up to t only); NaN without the history."
+    with np.errstate(all="ignore"):
+        return close.shift(skip) / close.shift(lookback) - 1.0
+
+def inverse_vol_targets(close: pd.DataFrame, decide: np.ndarray, window: int = 60) -> pd.DataFrame:
+    """Weights ∝ 1/σ (sample sd of the last `window` daily returns up to t) over symbols with a full window, summing
+    to 1, on sessions where `decide` (T,) is True; NaN rows elsewhere."""
+    r = close.pct_change(fill_method=None)
+    sd = r.rolling(window, min_periods=window).std()
+    inv = (1.0 / sd.where(sd > 0)).to_numpy()
+    tot = np.nansum(inv, axis=1, keepdims=True)
+    w = np.where(np.isfinite(inv), inv, 0.0) / np.where(tot > 0, tot, np.nan)
+    w[~np.asarray(decide)] = np.nan
+    return pd.DataFrame(w, index=close.index, columns=close.columns)
+
+def baseline_targets(close: pd.DataFrame, sessions: pd.DatetimeIndex, settings: Settings) -> dict:
+    """Targets (on `sessions`, NaN rows = no decision) of the standing baselines: `baseline:momentum_12_1` (top-k of
+    12-1 momentum, the settings' k, cap, rebalance calendar and neutral ties) and `baseline:inverse_vol`.
+    `close` (T', N) may start before `sessions` (history for the look-backs)."""
+    p = settings.portfolio
+    mom = momentum_scores(close).reindex(sessions)
+    decide = rebalance_mask(sessions, p.rebalance) & np.isfinite(mom.to_numpy()).any(axis=1)
+    w = np.full(mom.shape, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TieWarning)
+        w[decide] = target_weights(mom.to_numpy()[decide], "topk", p.top_k, p.max_weight)
+    iv = inverse_vol_targets(close, np.isin(close.index, sessions[rebalance_mask(sessions, p.rebalance)])).reindex(sessions)
+    return {"baseline:momentum_12_1": pd.DataFrame(w, index=sessions, columns=close.columns), "baseline:inverse_vol": iv}
+
+# %% ../../nbs/research/17_backtest.ipynb #e1db2ab8
+def fast_returns(close: pd.DataFrame, targets: np.ndarray, cost_bps: float) -> np.ndarray:
+    """Daily returns of target-weight books, vectorised over panels: `targets` (P, T, N) or (T, N) weights (NaN rows
+    = no decision) decided at the close of t and filled at the close of t+1 paying `cost_bps` (basis points) on the
+    traded weight; weights drift with prices between decisions; what is not invested earns 0. A symbol without a
+    close on a day earns 0 that day. Returns (P, T) (or (T,)) daily simple returns. An approximation of the engine
+    (no pre-trade limits, no share rounding) for the null distribution."""
+    X = np.asarray(targets, dtype=float); single = X.ndim == 2
+    if single: X = X[None]
+    C = close.to_numpy(float)
+    if X.shape[1:] != C.shape: raise ValueError(f"targets {X.shape[1:]} must match close {C.shape} (sessions × symbols)")
+    with np.errstate(all="ignore"): R = np.nan_to_num(C[1:] / C[:-1] - 1.0, nan=0.0, posinf=0.0, neginf=0.0)
+    P, T, N = X.shape; w = np.zeros((P, N)); out = np.zeros((P, T)); c = cost_bps / 1e4
+    pending = None if np.isnan(X[:, 0, :]).all() else np.nan_to_num(X[:, 0, :])
+    for t in range(1, T):
+        gr = 1.0 + R[t - 1]
+        port = (w * (gr - 1.0)).sum(axis=1)
+        w = w * gr / (1.0 + port)[:, None]
+        if pending is not None:
+            port = port - c * np.abs(pending - w).sum(axis=1); w = pending; pending = None
+        out[:, t] = port
+        row = X[:, t, :]
+        if not np.isnan(row).all(): pending = np.nan_to_num(row)
+    return out[0] if single else out
+
+def _target_turnover(W: np.ndarray) -> float:
+    "Mean one-way change ½ Σ|w_r − w_{r−1}| between consecutive decision rows of (…, R, N) targets."
+    return float(0.5 * np.abs(np.diff(W, axis=-2)).sum(axis=-1).mean()) if W.shape[-2] > 1 else 0.0
+
+def random_null(close: pd.DataFrame, target: pd.DataFrame, settings: Settings, n: int = 200, seed: int = 0) -> dict:
+    """Sharpe ratios of `n` random-score top-k books with the strategy's decision dates, construction and turnover,
+    and the strategy's percentile among them (both through `fast_returns`). `target` (T, N): the strategy's targets on
+    `close`'s sessions (NaN rows = no decision). Returns dict(n, phi (AR(1) coefficient of the scores across decision
+    dates), strategy_turnover, null_turnover (mean one-way per decision), strategy_sharpe_fast, null_sharpe
+    (quantiles 5/50/95 and mean), percentile (0..100), seconds)."""
+    from trading_lib.analytics.metrics import TRADING_DAYS
+    t0 = time.perf_counter(); p = settings.portfolio
+    Tg = target.to_numpy(float); dec = np.flatnonzero(~np.isnan(Tg).all(axis=1))
+    if len(dec) < 2 or n < 1: raise ValueError(f"random_null needs at least 2 decision dates and n ≥ 1 (got {len(dec)}, n={n})")
+    ok = (np.isfinite(close.to_numpy(float)) & (close.to_numpy(float) > 0))[dec]
+    goal = _target_turnover(Tg[dec])
+    rng = np.random.default_rng(seed); E = rng.standard_normal((n, len(dec), Tg.shape[1]))
+    def weights(phi, m):
+        Z = np.empty_like(E[:m]); Z[:, 0] = E[:m, 0]
+        for r in range(1, len(dec)): Z[:, r] = phi * Z[:, r - 1] + np.sqrt(1 - phi ** 2) * E[:m, r]
+        Z = np.where(ok[None], Z, np.nan)
+        return topk_weights(Z.reshape(-1, Z.shape[-1]), p.top_k, p.max_weight).reshape(Z.shape)
+    lo, hi = 0.0, 0.999
+    for _ in range(14):  # turnover falls as phi rises: bisection on a subset of panels
+        mid = 0.5 * (lo + hi)
+        if _target_turnover(weights(mid, min(n, 40))) > goal: lo = mid
+        else: hi = mid
+    phi = 0.5 * (lo + hi); Wn = weights(phi, n)
+    X = np.full((n,) + Tg.shape, np.nan); X[:, dec] = Wn
+    cost = settings.costs.slippage_bps + settings.costs.commission_bps
+    sr = lambda r: r[..., 1:].mean(-1) / r[..., 1:].std(-1, ddof=1) * np.sqrt(TRADING_DAYS)
+    null = sr(fast_returns(close, X, cost)); s = float(sr(fast_returns(close, Tg, cost)))
+    q = np.quantile(null, [0.05, 0.5, 0.95])
+    return dict(n=n, phi=phi, strategy_turnover=goal, null_turnover=_target_turnover(Wn), strategy_sharpe_fast=s,
+                null_sharpe=dict(q05=float(q[0]), q50=float(q[1]), q95=float(q[2]), mean=float(null.mean())),
+                percentile=float(100.0 * (null < s).mean()), seconds=time.perf_counter() - t0)
+
+# %% ../../nbs/research/17_backtest.ipynb #6bf221a7
+FORECAST_SETTING_SECTIONS = ("models", "walk_forward", "features", "universe", "data")
+
+def forecast_settings_of(settings: Settings) -> dict:
+    "The forecast-relevant sections of `settings`, labelled as taken from the settings (not from a train run)."
+    d = settings.model_dump(mode="json")
+    return dict(source="settings (the train run's own settings were not given)", **{k: d[k] for k in FORECAST_SETTING_SECTIONS})
+
+def forecast_settings_from_run(train_run) -> dict:
+    """The settings a train run made its forecasts with: the sections models, walk_forward, features, universe, data of
+    `<train_run>/metrics.json`'s `run.settings`, plus `source` (the run directory) and its `code_version`.
+    Raises FileNotFoundError without metrics.json, KeyError when it records no settings."""
+    p = Path(train_run) / "metrics.json"
+    run = json.loads(p.read_text())["run"]
+    if "settings" not in run: raise KeyError(f"{p}: run.settings missing (a train run older than the settings record)")
+    return dict(source=str(train_run), code_version=run.get("code_version"), **{k: run["settings"].get(k) for k in FORECAST_SETTING_SECTIONS})
+
+def baseline_runs(close: pd.DataFrame, sessions: pd.DatetimeIndex, settings: Settings, progress: bool = False) -> tuple[dict, dict]:
+    "Engine runs of `baseline_targets` over `sessions`: ({name: BacktestResult}, {name: targets (T, N)})."
+    tg = baseline_targets(close, sessions, settings); C = close.reindex(sessions)
+    return {k: run_backtest(C, W, settings, progress=progress) for k, W in tg.items()}, tg
+
+def trial_records(runs: dict, returns: dict, equal_weight: pd.Series, settings: Settings, forecast_settings: dict,
+                  forecasts: pd.DataFrame, data_hash: str) -> list[dict]:
+    """Ledger records (`trial_record`) of each run: `runs` {name: models used}, `returns` {name: daily returns};
+    a `method:<m>` name runs portfolio method m. The config hashed: the forecasts' settings (without their `source`),
+    the forecasts' content hash, the models, the signal horizon and the portfolio settings."""
+    fs = {k: v for k, v in forecast_settings.items() if k not in ("source", "code_version")}
+    fh = frame_hash(forecasts.sort_values(["model", "horizon", "timestamp", "symbol"]).reset_index(drop=True))
+    out = []
+    for name, ms in runs.items():
+        port = settings.portfolio.model_dump(mode="json")
+        if name.startswith("method:"): port["method"] = name.removeprefix("method:")
+        cfg = dict(forecast_settings=fs, forecasts_hash=fh, models=list(ms), portfolio=port)
+        out.append(trial_record(name, cfg, data_hash, returns[name], equal_weight))
+    return out
+
+def tracking_report(results: dict, targets: dict, threshold: float = TRACKING_GAP_THRESHOLD) -> dict:
+    "`tracking_gap` of every run with targets: {by_run: {name: gap dict}, flagged: [names whose worst year's gap > threshold], threshold}."
+    by = {k: tracking_gap(results[k].weights, targets[k], threshold) for k in targets if k in results}
+    return dict(by_run=by, flagged=[k for k, g in by.items() if g["flagged"]], threshold=threshold)
+
+def tie_report(scores: dict, settings: Settings) -> dict:
+    """Share of decision dates (rebalance sessions with a score) whose top-k boundary is a tie, for each run's (T, N)
+    score DataFrame in `scores`; empty unless the portfolio method is topk. Warns once per run (`TieWarning`) when
+    some decision dates have fewer than k + 1 distinct scores."""
+    p = settings.portfolio
+    if p.method != "topk": return {}
+    out = {}
+    for k, sc in scores.items():
+        keep = rebalance_mask(sc.index, p.rebalance) & np.isfinite(sc.to_numpy()).any(axis=1)
+        out[k] = float(topk_boundary_ties(sc.to_numpy()[keep], p.top_k).mean()) if keep.any() else np.nan
+        flat = flat_rows(sc.to_numpy()[keep], p.top_k)
+        if flat.any():
+            warnings.warn(f"{k}: forecasts have fewer than k + 1 = {p.top_k + 1} distinct values on {int(flat.sum())} of "
+                          f"{int(keep.sum())} decision dates (first {sc.index[keep][np.argmax(flat)].date()}); ties there are "
+                          "shared neutrally", TieWarning, stacklevel=2)
+    return out
+
+# %% ../../nbs/research/17_backtest.ipynb #295de4d7
+def research_summary_lines(metrics: dict) -> list[str]:
+    "The text lines of the significance, null, tracking, refusal and tie sections of `metrics` (those it holds)."
+    L, f3 = [], lambda x: "nan" if x is None or not np.isfinite(x) else f"{x:.3f}"
+    s = metrics.get("significance")
+    if s:
+        a, z = s["vs_equal_weight"], s["vs_zero"]
+        L += ["", f"Against 1/N ({a['label']}): active Sharpe {f3(a['active_sharpe'])}, active return {f3(a['active_return_ann'])}/yr, "
+                  f"tracking error {f3(a['tracking_error'])}",
+              f"  PSR {f3(a['psr'])}   DSR {f3(a['dsr'])} (N = {a['n_trials']} trials in the ledger)   "
+              f"Sharpe − 1/N {a['sharpe_difference']:+.3f} ± {f3(a['sharpe_difference_se_hac'])} (HAC), z {f3(a['sharpe_difference_z'])}, p {f3(a['sharpe_difference_p'])}",
+              f"Against 0 ({z['label']}): Sharpe {f3(z['sharpe'])}, PSR {f3(z['psr'])}, DSR {f3(z['dsr'])}"]
+        if s.get("ic"):
+            ic = pd.DataFrame(s["ic"]).set_index(["model", "horizon"])
+            L += ["", "IC and rank IC with Newey–West t (lags ≥ horizon), share of dates with IC > 0:",
+                  ic[["ic", "ic_t_nw", "rank_ic", "rank_ic_t_nw", "ic_hit_rate", "lags"]].to_string(float_format=lambda x: f"{x:7.3f}")]
+    n = metrics.get("random_null")
+    if n:
+        q = n["null_sharpe"]
+        L += ["", f"Random-score null ({n['n']} books, the strategy's top-k and turnover {n['strategy_turnover']:.3f}/decision): "
+                  f"strategy Sharpe {f3(n['strategy_sharpe_fast'])} (fast path) at percentile {n['percentile']:.1f}; "
+                  f"null median {f3(q['q50'])}, 5–95% [{f3(q['q05'])}, {f3(q['q95'])}]"]
+    tr = metrics.get("tracking")
+    if tr:
+        g = tr["by_run"].get("strategy")
+        if g and g["by_year"]:
+            L += ["", f"Tracking gap of the strategy (½ Σ|held − target| after each decision, mean by year; threshold {tr['threshold']:.2f}):",
+                  "  " + "  ".join(f"{y} {v:.3f}" for y, v in g["by_year"].items())]
+        for k in tr["flagged"]:
+            gk = tr["by_run"][k]
+            L += [f"  FLAGGED: {k} does not follow its targets (gap {gk['worst_year_gap']:.3f} in {gk['worst_year']} > {tr['threshold']:.2f})"]
+    rf = {k: v for k, v in metrics.get("refusals", {}).items() if v}
+    if rf: L += ["", "Refused orders by reason: " + "; ".join(f"{k}: " + ", ".join(f"{r} {c}" for r, c in v.items()) for k, v in rf.items())]
+    elif "refusals" in metrics: L += ["", "Refused orders: none"]
+    ties = metrics.get("ties")
+    if ties: L += ["Decision dates with a tie at the top-k boundary (shared neutrally): " + ", ".join(f"{k} {v:.1%}" for k, v in ties.items())]
+    fs = metrics.get("run", {}).get("forecast_settings")
+    if fs: L += [f"Forecasts made with the settings of: {fs.get('source')}"]
+    return L

@@ -67,7 +67,8 @@ def model_comparison(market, forecasts, labels, settings: Settings) -> pd.DataFr
     from trading_lib.data.sources import to_panel
     from trading_lib.analytics.metrics import forecast_quality
     close = to_panel(market.bars, "close")
-    m, _ = evaluate(close, market.benchmark, forecasts, labels, settings, market.data_hash, None, risk=False)
+    m, _ = evaluate(close, market.benchmark, forecasts, labels, settings, market.data_hash, None, risk=False,
+                    null_panels=0, baselines=False)
     q = forecast_quality(forecasts, labels)[["ic", "rank_ic", "icir", "directional_accuracy"]].unstack("horizon")
     q.columns = [f"{a}_h{h}" for a, h in q.columns]
     perf = {k.removeprefix("model:"): {"cagr": v["cagr"], "sharpe": v["sharpe"], "max_drawdown": v["max_drawdown"]}
@@ -92,19 +93,31 @@ def backtest_settings(train_run, **params) -> Settings:
 
 # %% ../../nbs/research/18_pipeline.ipynb #f8d9d32b
 def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters: dict, timer: StageTimer, run_dir,
-                       forecasts_from: Path | None = None, compare_methods: list | None = None) -> dict:
+                       forecasts_from: Path | None = None, compare_methods: list | None = None, null_panels: int = 200,
+                       ledger: str | Path | None = "default") -> dict:
     """Evaluate the forecasts through the engine (plus one run per portfolio method in `compare_methods`) and write
-    metrics.json, equity.parquet, forecasts.parquet, tearsheet.png, risk.png, summary.txt."""
+    metrics.json, equity.parquet, forecasts.parquet, tearsheet.png, tearsheet.html (QuantStats), risk.png, summary.txt. The settings the forecasts
+    were made with are read from `forecasts_from`'s metrics.json; every trial is appended to the trial ledger
+    (`ledger`, default `<project root>/research/trials.jsonl`; None = no ledger). `null_panels`: random-score books of
+    the null distribution (0 = none; fewer keep tests fast)."""
+    from trading_lib.research.backtest import forecast_settings_from_run, TRIALS_FILE
     from trading_lib.data.sources import to_panel
     from trading_lib.analytics.metrics import tearsheet
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     close = to_panel(market.bars, "close")
     with timer("backtest"):
+        fs = forecast_settings_from_run(forecasts_from) if forecasts_from else None
+        if ledger == "default": ledger = project_root() / TRIALS_FILE
         metrics, equity = evaluate(close, market.benchmark, forecasts, labels, settings, market.data_hash, run_dir.parent,
-                                   methods=list(compare_methods) if compare_methods else None)
+                                   methods=list(compare_methods) if compare_methods else None, forecast_settings=fs,
+                                   ledger=ledger, null_panels=null_panels)
     with timer("outputs"):
-        fig = tearsheet(equity[["strategy", "1/N", "S&P 500"]], path=run_dir / "tearsheet.png")
+        fig = tearsheet(equity[[c for c in equity.columns if c in ("strategy", "1/N", "S&P 500") or c.startswith("baseline:")]],
+                        path=run_dir / "tearsheet.png")
         equity.to_parquet(run_dir / "equity.parquet")
+        from trading_lib.analytics.metrics import html_tearsheet  # QuantStats' full report, strategy against 1/N
+        html_tearsheet(equity["strategy"].pct_change().fillna(0.0), equity["1/N"].pct_change().fillna(0.0),
+                       run_dir / "tearsheet.html", title="strategy", benchmark_title="1/N")
         from trading_lib.analytics.risk_analytics import risk_report
         _, rfig = risk_report(equity["strategy"].pct_change().dropna(), close=close, benchmark=market.benchmark, plot=True)
         if rfig is not None: rfig.savefig(run_dir / "risk.png", dpi=90, bbox_inches="tight")

@@ -94,7 +94,9 @@ class PreTradeRisk:
             px = np.where(has & (lp > 0), lp, px)  # a limit order's notional is at its limit price
         notional = np.abs(qty) * px
         refuse(np.abs(qty) > L.max_order_qty, Reason.MAX_ORDER_QTY)
-        refuse(notional > L.max_order_notional, Reason.MAX_ORDER_NOTIONAL)
+        # a fixed amount would refuse a growing book's orders (it stops following its targets): optionally scale with equity
+        order_limit = L.max_order_notional if L.max_order_fraction is None else L.max_order_fraction * equity
+        refuse(notional > order_limit, Reason.MAX_ORDER_NOTIONAL)
         # position weight after this order (with working orders), per order
         w_after = np.abs(pos_before + qty) * px / equity
         increases = np.abs(pos_before + qty) > np.abs(pos_before) + 1e-12

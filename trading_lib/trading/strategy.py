@@ -157,7 +157,7 @@ class ForecastStrategy(ScheduledStrategy):
         if not self.is_rebalance(ctx.timestamp) or not np.isfinite(score).any(): return None
         p, r = self.settings.portfolio, self.settings.risk
         if self.method in ("topk", "rank"):
-            w = score_weights(score, self.method, p.top_k, p.max_weight)
+            w = score_weights(score, self.method, p.top_k, p.max_weight, index=[ctx.timestamp])  # ties: neutral
         else:
             from trading_lib.portfolio.optimisation import optimised_weights
             close = pd.DataFrame(ctx.close, index=self.sessions[:ctx.t + 1], columns=self.symbols)
