@@ -44,7 +44,7 @@ def synthetic(n_sym, n_days=2000, seed=0):
 
 def timed_env(close, steady):
     """(steps/s, share of time in the engine, share in the observation) over args.steps steps."""
-    env = PortfolioEnv(close, s.replace(risk__max_order_notional=1e12, risk__max_position_weight=1.0),
+    env = PortfolioEnv(close, s.replace(risk__max_order_notional=1e12, risk__max_order_fraction=None, risk__max_position_weight=1.0),
                        episode_length=len(close) - 2)
     acc = dict(engine=0.0, obs=0.0)
     dec, bar, obs = Engine.decide, Engine.on_bar, PortfolioEnv._observe

@@ -114,7 +114,7 @@ def test_dqn_learns_the_toy_market():
     half-half; after 1,500 steps on the first 200 sessions it holds UP only on the 100 sessions after them."""
     idx = pd.bdate_range("2020-01-01", periods=300, tz="UTC")
     close = pd.DataFrame({"UP": 100 * 1.004 ** np.arange(300), "DOWN": 100 * 0.996 ** np.arange(300)}, index=idx)
-    s = load_settings(environ={}).replace(risk__max_position_weight=1.0, risk__max_order_notional=1e9,
+    s = load_settings(environ={}).replace(risk__max_position_weight=1.0, risk__max_order_notional=1e9, risk__max_order_fraction=1.0,
                                           rl__episode_length=50, rl__window=5)
     cands = lambda: {"cash": Cash(), "up": ConstantWeights([1.0, 0.0], "up"), "down": ConstantWeights([0.0, 1.0], "down"),
                      "half": ConstantWeights([0.5, 0.5], "half")}
