@@ -104,6 +104,7 @@ bench: install
 	$(BIN)/python bench/pretrade.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,7 +7,7 @@ import pytest
 
 from trading_lib.live.audit import Ledger
 from trading_lib.config import Settings
-from trading_lib.jobs import main as cli
+from trading_lib.cli import main as cli
 from trading_lib.live.approvals import ApprovalError, ApprovalPolicy, ApprovalQueue, default_ledger_path
 from trading_lib.trading.orders import Order, OrderState
 from trading_lib.live.state import LiveState, start_embedded
@@ -232,18 +232,21 @@ def test_cli_approvals(cli_env, capsys):
         assert rc == 0 and out.startswith(f"approved: {a.client_order_id}") and "by carol" in out
         rc, _, err = run(capsys, "approvals", "approve", a.client_order_id, "--as", "dave")
         assert rc == 1 and "not pending: already approved by carol" in err
-        rc, out, _ = run(capsys, "approvals", "reject", b.client_order_id, "--reason", "news due")
-        assert rc == 0 and "by local-supervisor" in out  # dashboard.local_identity is the default identity
+        rc, _, err = run(capsys, "approvals", "reject", b.client_order_id, "--reason", "news due")
+        assert rc == 1 and "--as NAME is required" in err  # no default name: every action names a person (issue 16 #12)
+        assert q.get(b.client_order_id).status == "pending"
+        rc, out, _ = run(capsys, "approvals", "reject", b.client_order_id, "--reason", "news due", "--as", "erin")
+        assert rc == 0 and "by erin" in out
         with pytest.raises(SystemExit):
             cli(["approvals", "reject", b.client_order_id])  # --reason is required
         capsys.readouterr()
-        rc, _, err = run(capsys, "approvals", "approve", "tl-missing")
+        rc, _, err = run(capsys, "approvals", "approve", "tl-missing", "--as", "erin")
         assert rc == 1 and "no approval request" in err
         rc, out, _ = run(capsys, "approvals", "list", "--status", "all")
         assert "[approved]" in out and "[rejected]" in out
         led = Ledger(cli_env / "ledger.sqlite")
         assert [(p["symbol"], p["status"], p.get("by")) for p in approvals_in_ledger(led) if p["status"] != "pending"] == \
-            [("AAPL", "approved", "carol"), ("MSFT", "rejected", "local-supervisor")]
+            [("AAPL", "approved", "carol"), ("MSFT", "rejected", "erin")]
         assert emb.client().ping()  # the CLI did not stop the live job's server
     finally:
         emb.shutdown()

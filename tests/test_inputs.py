@@ -114,7 +114,7 @@ def test_malformed_date_fails_at_once_naming_the_parameter(project_copy):
 
 def _main(args, cwd, monkeypatch, capsys):
     "The command line in this process (same parser and handlers as the `trading-lib` script): (exit code, stderr)."
-    from trading_lib.jobs import main
+    from trading_lib.cli import main
     monkeypatch.chdir(cwd)
     rc = main(args)
     return rc, capsys.readouterr().err

@@ -4,7 +4,8 @@ import json, os, stat, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import pytest
-from trading_lib.jobs import run_job, JobFailed, main
+from trading_lib.jobs import run_job, JobFailed
+from trading_lib.cli import main
 
 SMALL = dict(symbols=["AAPL", "MSFT", "JPM", "XOM", "KO", "PFE"], start="2000-01-01", end="2012-12-31",
              test_start="2010-01-01", lstm_epochs=1, lgbm_n_estimators=40)

@@ -124,7 +124,7 @@ def test_kill_switch_stops_new_orders_and_cancels_working_ones(tmp_path):
 
 
 def test_supervisor_approves_through_the_cli_while_the_replay_waits(tmp_path, monkeypatch):
-    from trading_lib.jobs import main
+    from trading_lib.cli import main
     s = settings_for(tmp_path, approvals__max_notional=150_000.0)
     monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", s.redis.embedded_dir)
     md, fc, close = market_and_forecasts()
@@ -154,7 +154,7 @@ def test_supervisor_approves_through_the_cli_while_the_replay_waits(tmp_path, mo
 
 
 def test_trading_state_halt_and_identified_release_through_the_cli(tmp_path, monkeypatch):
-    from trading_lib.jobs import main
+    from trading_lib.cli import main
     s = settings_for(tmp_path)
     monkeypatch.setenv("TRADING_REDIS__EMBEDDED_DIR", s.redis.embedded_dir)
     md, fc, close = market_and_forecasts()

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_live import SYMS, market_and_forecasts
 
-from trading_lib.jobs import main
+from trading_lib.cli import main
 from trading_lib.live.audit import Ledger, verify
 from trading_lib.live.state import start_embedded
 

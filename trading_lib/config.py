@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 __all__ = ['PARAMETER_KEYS', 'DataSettings', 'UniverseSettings', 'FeatureSettings', 'ModelSettings', 'WalkForwardSettings',
            'PortfolioSettings', 'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings',
            'ApprovalSettings', 'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings',
-           'DashboardSettings', 'is_loopback', 'RLSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError',
-           'project_root', 'check_run_id', 'load_settings']
+           'DashboardSettings', 'is_loopback', 'DriftSettings', 'RetrainSettings', 'TrackingSettings',
+           'ScheduleSettings', 'RLSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root',
+           'check_run_id', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -218,6 +219,45 @@ def is_loopback(host: str) -> bool:
     try: return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError: return False
 
+class DriftSettings(_Section):
+    "Drift monitoring thresholds (see `analytics.drift`); a breach of any starts the retrain job."
+    recent_sessions: int = Field(63, ge=10)  # sessions in the recent window compared with the training window
+    bins: int = Field(10, ge=2)  # PSI bins: quantiles of the training window
+    psi_max: float = Field(0.25, gt=0)  # PSI above this is a breach (< 0.1 stable, 0.1-0.25 moderate: Siddiqi 2006)
+    ks_max: float = Field(0.30, gt=0, le=1)  # two-sample Kolmogorov-Smirnov statistic above this is a breach ...
+    ks_alpha: float = Field(0.01, gt=0, lt=1)  # ... when its p-value is also below ks_alpha
+    prediction_psi_max: float = Field(0.25, gt=0)  # PSI of each model's predictions (training-time vs recent)
+    ic_window: int = Field(63, ge=5)  # sessions of realised daily IC averaged for the rolling IC
+    ic_drop_max: float = Field(0.05, gt=0)  # breach when rolling realised IC < training-time IC - ic_drop_max
+    max_quality_issues: int = Field(0, ge=0)  # data-quality counts (repairs, non-finite features, missing rows) allowed
+
+class RetrainSettings(_Section):
+    "Promotion gates of the retrain job (see `research.retrain`): a challenger replaces the champion only if all pass."
+    eval_months: int = Field(12, ge=1)  # most recent out-of-sample window on which challenger and champion are compared
+    ic_alpha: float = Field(0.05, gt=0, lt=0.5)  # one-sided significance of the paired IC test (Newey-West errors)
+    ic_margin: float = Field(0.0, ge=0)  # non-inferiority margin: lower bound of mean(IC_chal - IC_champ) must exceed -margin
+    nw_lags: int = Field(0, ge=0)  # Newey-West lags (0 = automatic: max(horizon, floor(4 (T/100)^(2/9))))
+    max_calibration_error: float = Field(0.10, gt=0, le=1)  # expected calibration error of the challenger's confidence
+    min_dsr: float = Field(0.90, ge=0, le=1)  # deflated Sharpe ratio of the challenger's own portfolio, honest trial count
+    max_data_repairs: int = Field(0, ge=0)  # validation-gate repairs allowed in the data the challenger was fitted on
+
+
+class TrackingSettings(_Section):
+    "MLflow experiment tracking of `trading-lib run` jobs (see `research.tracking`); the server URI comes from MLFLOW_TRACKING_URI."
+    enabled: bool = True  # log every `trading-lib run` job (params, metrics, artefacts, code version)
+    local_store: str = "runs/mlruns"  # default store when MLFLOW_TRACKING_URI is unset (SQLite + artefacts, relative to the project)
+    experiment_prefix: str = "trading-lib"  # experiment name = <prefix>/<job>
+
+class ScheduleSettings(_Section):
+    "`trading-lib schedule`: which commands run on which exchange sessions, at what local time (see `schedule`)."
+    calendar: str = "XNYS"  # exchange-calendars code deciding sessions (holidays and weekends never run)
+    timezone: str = "America/New_York"  # the times below are wall-clock times in this zone
+    # NAME@HH:MM/FREQ, FREQ = D (every session) | W (last session of the week) | M (last session of the month);
+    # NAME = a scheduled notebook (run through `trading-lib run NAME`) or `monitor` (`trading-lib monitor`)
+    entries: list[str] = ["live@09:20/D", "monitor@16:45/D", "retrain@17:30/W", "backtest@18:30/W", "train@19:00/M"]
+    misfire_grace_seconds: int = Field(3600, ge=1)  # a run started later than this after its time counts as missed
+    _e = field_validator("entries", mode="before")(_csv)
+
 class RLSettings(_Section):
     "Reinforcement-learning environments over the engine (`trading_lib.rl`) and their agents."
     window: int = Field(20, ge=1)  # sessions of log returns in the observation
@@ -255,6 +295,10 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     dashboard: DashboardSettings = DashboardSettings()
     rl: RLSettings = RLSettings()
+    drift: DriftSettings = DriftSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self):

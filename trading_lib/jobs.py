@@ -12,7 +12,7 @@ from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, 
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
-           'register_command', 'main']
+           'add_run_args', 'run_handler', 'track_run']
 
 # %% ../nbs/25_jobs.ipynb #4c52fbcc
 class JobFailed(RuntimeError):
@@ -161,21 +161,16 @@ def latest_run(job: str, root: str | Path | None = None, require: str = "metrics
     return runs[-1]
 
 # %% ../nbs/25_jobs.ipynb #0ece0a91
-_COMMANDS: dict = {}
-
-def register_command(name: str, add_arguments, handler):
-    "Add a sub-command: `add_arguments(subparser)` declares its arguments, `handler(args) -> int` runs it."
-    _COMMANDS[name] = (add_arguments, handler)
-
-def _add_run_args(p):
+def add_run_args(p):
     p.add_argument("job", help="name of a notebook in scheduled/ (train, backtest, live, ...)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a papermill parameter (value parsed as YAML); repeatable")
     p.add_argument("--kernel", default="trading-lib", help="Jupyter kernel (default: trading-lib)")
     p.add_argument("--cell-timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
     p.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    p.add_argument("--no-track", action="store_true", help="do not log the run to MLflow (settings.ini [tracking])")
 
-def _run_handler(a) -> int:
+def run_handler(a) -> int:
     params = {k: parse_param(v) for k, v in a.parameter}
     try: d = run_job(a.job, params, kernel=a.kernel, cell_timeout=a.cell_timeout, progress=not a.no_progress)
     except JobFailed as e:
@@ -188,37 +183,26 @@ def _run_handler(a) -> int:
     summary = d / "summary.txt"
     if summary.exists(): print(summary.read_text())
     print(f"run directory: {d}")
+    return 0 if a.no_track else track_run(a.job, d)
+
+def track_run(job: str, run_dir: Path) -> int:
+    """Log a finished run to MLflow (`research.tracking.log_job_run`) when settings.ini [tracking] enabled is true, and
+    for `retrain` mirror each decided model's champion/challenger as MLflow aliases. 0 on success or when disabled;
+    5 (the run's outputs stand) when tracking failed, with the reason on stderr."""
+    from .config import load_settings
+    s = load_settings()
+    if not s.tracking.enabled: return 0
+    try:
+        from trading_lib.research.tracking import log_job_run, mirror_aliases, tracking_uri
+        from trading_lib.models.registry import ModelRegistry
+        uri = tracking_uri(settings=s)
+        rid = log_job_run(job, run_dir, uri, experiment_prefix=s.tracking.experiment_prefix)
+        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        reg_root = (m.get("run", {}).get("parameters") or {}).get("registry") or project_root() / "runs" / "registry"
+        for dec in m.get("decisions", []): mirror_aliases(ModelRegistry(reg_root), dec["name"], uri)
+    except Exception as e:
+        print(f"error: the run succeeded ({run_dir}) but MLflow tracking failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 5
+    print(f"MLflow run {rid} at {uri}")
     return 0
 
-register_command("run", _add_run_args, _run_handler)
-
-def _load_plugins():
-    "Import the modules that register sub-commands (they are optional: a missing module just has no command)."
-    import importlib
-    for m in ("trading_lib.live.audit", "trading_lib.live.state", "trading_lib.live.approvals"):
-        try: importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m: raise
-
-def main(argv=None) -> int:
-    """Entry point of the `trading-lib` command. Outside a project (no settings.ini here or above) a command refuses
-    with exit code 2; when the reader of its output goes away (`trading-lib ... | head`) it stops quietly with 141
-    (128 + SIGPIPE, as a killed `cat` would)."""
-    try: return _main(argv)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        return 141
-
-def _main(argv) -> int:
-    _load_plugins()
-    from trading_lib.data import sources as data_sources; register_command("data", data_sources.add_args, data_sources.handler)
-    ap = argparse.ArgumentParser(prog="trading-lib", description="trading_lib jobs and supervision")
-    sub = ap.add_subparsers(dest="command", required=True)
-    for name, (add, handler) in _COMMANDS.items():
-        p = sub.add_parser(name); add(p); p.set_defaults(_handler=handler)
-    a = ap.parse_args(argv)
-    try: rc = a._handler(a)
-    except SettingsError as e:
-        print(f"error: {e}", file=sys.stderr); return 2
-    sys.stdout.flush()
-    return rc

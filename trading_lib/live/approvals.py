@@ -17,7 +17,9 @@ from .state import (LiveState, StateError, StateUnavailable, _identity, _now_iso
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'ApprovalError', 'ApprovalPolicy', 'ApprovalRequest', 'ApprovalQueue', 'default_ledger_path']
+__all__ = ['log', 'STATUSES', 'approvals_add_args', 'approvals_handler', 'kill_add_args', 'kill_handler',
+           'trading_state_add_args', 'trading_state_handler', 'ApprovalError', 'ApprovalPolicy', 'ApprovalRequest',
+           'ApprovalQueue', 'default_ledger_path']
 
 # %% ../../nbs/live/21_approvals.ipynb #b43e4bde
 class ApprovalError(RuntimeError):
@@ -257,7 +259,7 @@ def default_ledger_path(settings) -> Path:
     return sq
 
 def _common(p):
-    p.add_argument("--as", dest="who", default=None, help="supervisor identity (default: dashboard.local_identity or $USER)")
+    p.add_argument("--as", dest="who", default=None, help="the person acting (required for every action; not for list/status)")
     p.add_argument("--ledger", default=None, help="audit ledger file (default: runs/live/ledger.sqlite beside the Redis dir)")
     p.add_argument("--namespace", default="tl", help="Redis key namespace (default tl)")
 
@@ -274,8 +276,10 @@ def _kill_args(p):
     p.add_argument("action", choices=["engage", "release", "status"]); _common(p)
     p.add_argument("--reason", default=None, help="why (required for engage and release)")
 
-def _who(a, settings) -> str:
-    return a.who or settings.dashboard.local_identity or os.environ.get("USER", "")
+def _who(a, settings=None) -> str:
+    "The person named by `--as` (required for every supervisor action: nothing is recorded under a default name)."
+    if not a.who: raise ValueError(f"{getattr(a, 'action', 'this action')}: --as NAME is required (every supervisor action names a person)")
+    return _identity(a.who, "--as")
 
 def _with_state(a, fn) -> int:
     "Load settings, connect, open the ledger, run fn(settings, redis, ledger) → exit code; report failures clearly."
@@ -301,6 +305,7 @@ def _fmt(q: ApprovalRequest) -> str:
     return f"{q.client_order_id}  {o.side} {o.qty:g} {o.symbol}{px}  [{q.status}]{dec}\n    reasons: {'; '.join(q.reasons)}"
 
 def _approvals_handler(a) -> int:
+    if a.action != "list" and not a.who: print(f"refused: approvals {a.action}: --as NAME is required (every supervisor action names a person)", file=sys.stderr); return 1
     def run(s, r, ledger):
         Q = ApprovalQueue(r, ledger, s.approvals.expiry_seconds, namespace=a.namespace)
         if a.action == "list":
@@ -308,13 +313,14 @@ def _approvals_handler(a) -> int:
             for q in reqs: print(json.dumps(q.to_dict(), sort_keys=True) if a.json else _fmt(q))
             if not reqs and not a.json: print(f"no {a.status} approval requests")
             return 0
-        who = _who(a, s)
+        who = _who(a)
         q = Q.approve(a.id, who) if a.action == "approve" else Q.reject(a.id, who, a.reason)
         print(f"{q.status}: {q.client_order_id} ({q.order.side} {q.order.qty:g} {q.order.symbol}) by {q.decided_by}")
         return 0
     return _with_state(a, run)
 
 def _kill_handler(a) -> int:
+    if a.action != "status" and not a.who: print(f"refused: kill switch {a.action}: --as NAME is required (every supervisor action names a person)", file=sys.stderr); return 1
     def run(s, r, ledger):
         st = LiveState(r, a.namespace, ledger=ledger)
         if a.action == "status":
@@ -326,7 +332,7 @@ def _kill_handler(a) -> int:
             print(f"can trade: {'yes' if ok else 'no'} ({why})")
             return 0
         if not a.reason: raise ValueError(f"kill-switch {a.action} needs --reason")
-        who = _who(a, s)
+        who = _who(a)
         ks = st.engage_kill_switch(who, a.reason) if a.action == "engage" else st.release_kill_switch(who, a.reason)
         print(f"kill switch {'ENGAGED' if ks.engaged else 'released'} by {ks.by}: {ks.reason}")
         return 0
@@ -339,24 +345,22 @@ def _state_args(p):
 def _state_handler(a) -> int:
     "Trading state: HALTED/REDUCING by an operator, and the only way back to ACTIVE — an explicit, identified release."
     from trading_lib.trading.risk import TradingState
+    if a.action != "status" and not a.who: print(f"refused: trading-state {a.action}: --as NAME is required (every supervisor action names a person)", file=sys.stderr); return 1
     def run(s, r, ledger):
         st = LiveState(r, a.namespace, ledger=ledger)
         if a.action == "status":
             print(f"trading state: {st.trading_state().value if st.trading_state() else 'no record'}"); return 0
         if not a.reason: raise ValueError(f"trading-state {a.action} needs --reason")
         new = {"halt": TradingState.HALTED, "reduce": TradingState.REDUCING, "release": TradingState.ACTIVE}[a.action]
-        st.set_trading_state(new, _who(a, s), a.reason)
-        print(f"trading state {new.value} by {_who(a, s)}: {a.reason}"); return 0
+        st.set_trading_state(new, _who(a), a.reason)
+        print(f"trading state {new.value} by {_who(a)}: {a.reason}"); return 0
     return _with_state(a, run)
 
-def _register():
-    from trading_lib.jobs import register_command
-    register_command("approvals", _approvals_args, _approvals_handler)
-    register_command("kill-switch", _kill_args, _kill_handler)
-    register_command("kill", _kill_args, _kill_handler)  # the short spelling: trading-lib kill engage --reason ...
-    register_command("trading-state", _state_args, _state_handler)
+# the commands, imported by `trading_lib.cli` (nothing registers itself on import)
+approvals_add_args, approvals_handler = _approvals_args, _approvals_handler
+kill_add_args, kill_handler = _kill_args, _kill_handler
+trading_state_add_args, trading_state_handler = _state_args, _state_handler
 
-_register()
 
 # %% ../../nbs/live/21_approvals.ipynb #2fa780c2
 from fastcore.basics import patch

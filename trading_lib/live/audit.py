@@ -31,9 +31,10 @@ class CanonicalJSONError(ValueError):
     "A payload value that has no single canonical JSON form (NaN, ±inf, naive datetime, non-string key, set, ...)."
 
 # %% auto #0
-__all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'LedgerError', 'LedgerCorrupt', 'LedgerHeadMismatch', 'CanonicalJSONError',
-           'canonical_json', 'record_hash', 'Record', 'VerifyResult', 'is_sqlite_path', 'verify', 'LedgerEmpty',
-           'Ledger', 'SqliteLedger', 'recorded_heads', 'verify_against_last_head']
+__all__ = ['log', 'GENESIS', 'SQLITE_SUFFIXES', 'audit_add_args', 'audit_handler', 'LedgerError', 'LedgerCorrupt',
+           'LedgerHeadMismatch', 'CanonicalJSONError', 'canonical_json', 'record_hash', 'Record', 'VerifyResult',
+           'is_sqlite_path', 'verify', 'LedgerEmpty', 'Ledger', 'SqliteLedger', 'recorded_heads',
+           'verify_against_last_head']
 
 # %% ../../nbs/live/19_audit.ipynb #d513c8b7
 def _plain(x: Any, path: str):
@@ -447,11 +448,9 @@ def _audit_handler(a) -> int:
         print(f"OK: {path}: {v.n_records} records, chain intact, head {v.head[0]}:{v.head[1]}"); return 0
     print(f"BROKEN at seq {v.first_bad_seq}: {v.reason} ({v.n_records} records before it verify)"); return 1
 
-def _register():
-    from trading_lib.jobs import register_command
-    register_command("audit", _audit_args, _audit_handler)
+# the command (`trading-lib audit ...`), imported by `trading_lib.cli`
+audit_add_args, audit_handler = _audit_args, _audit_handler
 
-_register()
 
 # %% ../../nbs/live/19_audit.ipynb #dbec2a05
 def recorded_heads(ledger_path: str | Path, runs_dir: str | Path) -> list[tuple[int, str, Path]]:

@@ -369,11 +369,7 @@ def redis_command(a) -> int:
     except StateUnavailable as e: print(f"error: {e}", file=sys.stderr); return 3
     except StateError as e: print(f"refused: {e}", file=sys.stderr); return 1
 
-def _register_cli():
-    from trading_lib.jobs import register_command
-    register_command("redis", redis_add_args, redis_command)
 
-_register_cli()
 
 # %% ../../nbs/live/20_state.ipynb #af8c5b62
 EVENT_KINDS = ("order", "fill", "risk_refusal", "approval", "alert", "state", "kill_switch")
@@ -675,3 +671,65 @@ def state_unavailable_halt(ledger, err: BaseException, run_id: str, session=None
     return StateUnavailable(f"{job} run {run_id} HALTED{where}: the live state (Redis) is unreachable ({detail}). "
                             f"Nothing more was sent; the halt is ledger record {rec.seq}. Bring Redis back "
                             f"(`trading-lib redis start`) and rerun the job with run_id={run_id} to resume.")
+
+# %% ../../nbs/live/20_state.ipynb #f71e383d
+def _job_public(d: Mapping) -> dict:
+    if not d: return {}
+    try: summary = json.loads(d.get("summary") or "{}")
+    except ValueError: summary = {"unreadable": d.get("summary")}
+    return {"run_id": d.get("run_id", ""), "mode": d.get("mode", ""), "broker": d.get("broker", ""), "job": d.get("job", ""),
+            "started_at": d.get("started_at", ""), "session": d.get("session", ""), "ended": d.get("ended") == "1",
+            "ended_at": d.get("ended_at", ""), "summary": summary}
+
+def _set_job(self, run_id: str, mode: str, broker: str, job: str = "live") -> dict:
+    """Start the run-level record: `run_id` (the job's run id), `mode` ('replay' | 'paper' | 'live'), `broker` (its
+    name), `job` (the heartbeat name). Replaces the previous run's record; returns `job()`."""
+    rid = _identity(run_id, "run id")
+    rec = {"run_id": rid, "mode": _identity(mode, "mode"), "broker": _identity(broker, "broker"), "job": _identity(job, "job name"),
+           "started_at": _now_iso(self.clock()), "session": "", "ended": "0", "ended_at": "", "summary": ""}
+    p = self.r.pipeline(transaction=True)
+    p.delete(self.key("job")); p.hset(self.key("job"), mapping=rec); p.hset(self.key("jobs"), rid, json.dumps(rec, sort_keys=True))
+    p.execute()
+    return self.job()
+
+def _set_job_session(self, session, equity: float | None = None):
+    """The session the running job is trading now (UTC timestamp; in a replay the replayed date) and, with `equity`
+    (currency), its equity at that session's close in the run's own curve. StateError without a job record."""
+    rid = self.r.hget(self.key("job"), "run_id")
+    if not rid: raise StateError(f"{self.key('job')}: no job record (set_job first)")
+    ts = _parse_ts(session)
+    p = self.r.pipeline(transaction=True)
+    p.hset(self.key("job"), "session", ts)
+    if equity is not None: p.hset(self.key(f"job_equity:{rid}"), ts, repr(_num(equity, "equity")))
+    p.execute()
+
+def _end_job(self, summary: Mapping | None = None) -> dict:
+    "Mark the current job ended now with `summary` (JSON-able dict: e.g. sessions, orders, reconciliation ok); returns `job()`."
+    rid = self.r.hget(self.key("job"), "run_id")
+    if not rid: raise StateError(f"{self.key('job')}: no job record (set_job first)")
+    self.r.hset(self.key("job"), mapping={"ended": "1", "ended_at": _now_iso(self.clock()),
+                                          "summary": json.dumps(dict(summary or {}), sort_keys=True, default=str)})
+    rec = self.r.hgetall(self.key("job"))
+    self.r.hset(self.key("jobs"), rid, json.dumps(rec, sort_keys=True))
+    return self.job()
+
+def _job(self) -> dict:
+    "The current job record (see the key table; `ended` bool, `summary` dict), {} if no job ever started."
+    return _job_public(self.r.hgetall(self.key("job")))
+
+def _jobs(self) -> dict[str, dict]:
+    "run_id → that run's latest record (as `job()`), every run seen on this namespace."
+    out = {}
+    for rid, js in self.r.hgetall(self.key("jobs")).items():
+        try: out[rid] = _job_public(json.loads(js))
+        except ValueError: out[rid] = {"run_id": rid, "unreadable": js}
+    return out
+
+def _job_equity(self, run_id: str | None = None) -> dict[str, float]:
+    "Session (UTC ISO) → equity at its close for run `run_id` (default: the current job's run), sorted by session."
+    rid = run_id or self.r.hget(self.key("job"), "run_id")
+    if not rid: return {}
+    return dict(sorted((k, float(v)) for k, v in self.r.hgetall(self.key(f"job_equity:{rid}")).items()))
+
+LiveState.set_job, LiveState.set_job_session, LiveState.end_job, LiveState.job = _set_job, _set_job_session, _end_job, _job
+LiveState.jobs, LiveState.job_equity = _jobs, _job_equity

@@ -22,8 +22,8 @@ from .state import LiveState, EVENT_KINDS, STATE_DOWN, state_unavailable_halt
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'FAULT_EXIT_CODE', 'NOT_SENT', 'fault_setting', 'fault_exit', 'LiveTrader', 'LiveSession', 'open_session',
-           'fit_latest_forecasts', 'session_report', 'write_live_outputs', 'live_summary']
+__all__ = ['log', 'FAULT_EXIT_CODE', 'NOT_SENT', 'fault_setting', 'fault_exit', 'job_mode_broker', 'LiveTrader', 'LiveSession',
+           'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs', 'live_summary']
 
 # %% ../../nbs/live/22_trader.ipynb #278b592e
 FAULT_EXIT_CODE = 137
@@ -44,6 +44,14 @@ def fault_exit(where: str):
     import os, sys
     sys.stderr.write(f"FAULT INJECTION: exiting {where}\n"); sys.stderr.flush()
     os._exit(FAULT_EXIT_CODE)
+
+# %% ../../nbs/live/22_trader.ipynb #824f32dd
+def job_mode_broker(settings: Settings, broker) -> tuple[str, str]:
+    """(mode, broker name) of a live job for the dashboard's run-level record: a `SimulatedBroker` is a replay on the
+    simulated broker; any other broker trades in `settings.broker.mode` (paper | live) under its `name` (or class name)."""
+    from trading_lib.execution.brokers import SimulatedBroker
+    if isinstance(broker, SimulatedBroker): return "replay", "simulated"
+    return settings.broker.mode, str(getattr(broker, "name", "") or type(broker).__name__.removesuffix("Broker").lower())
 
 # %% ../../nbs/live/22_trader.ipynb #1c1d3dd3
 class LiveTrader:
@@ -173,6 +181,7 @@ class LiveTrader:
                 self.traded.add(o.symbol)
         self._record("reconcile", dict(run_id=self.run_id, ok=rep.ok, summary=rep.summary(), not_sent=sorted(self.unresolved)),
                      "alert" if not rep.ok else "state")
+        self.state.set_job(self.run_id, *job_mode_broker(self.s, self.broker), self.job)  # dashboard: the running job (run-level record)
         for o in list(self.orders.values()): self._save(o)
         if not rep.ok: raise ReconcileError(f"reconciliation failed, not trading: {rep.summary()}")
         self.traded |= {s for s, q in self.broker.positions().items() if q}
@@ -407,6 +416,7 @@ class LiveTrader:
         if self.alerter is not None:
             self.alerter.check_live(self.state, self.queue, self.run_id, self.s, drawdown=1 - self.equity / self.sm.peak_equity)
         self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
+        self.state.set_job_session(ts, self.equity)  # dashboard: the session being traded and this run's own equity curve
         if changed is not None:
             ch = self.sm.changes[-1]
             self.state.set_trading_state(changed, ch.who, ch.reason)
@@ -605,6 +615,8 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
                         trading_state=trader.sm.state.value, strategy=getattr(trader.strategy, "name", None)))
     write_json(run_dir / "metrics.json", m)
     (run_dir / "summary.txt").write_text(live_summary(m))
+    trader.state.end_job(dict(sessions=len(history), last=m["run"]["last"], ledger_ok=m["ledger"]["ok"],  # dashboard: job ended
+                              reconciliation_ok=bool(m["reconciliation"].get("ok")), run_dir=str(run_dir)))
     return m
 
 def _approval_counts(orders: list) -> dict:

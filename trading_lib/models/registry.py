@@ -76,6 +76,31 @@ class ModelRegistry:
         "Make version/alias `ref` the champion; returns the version."
         v = self.resolve(name, ref); self.set_alias(name, "champion", v); return v
 
+    def gated_promote(self, name: str, ref: str, gates: dict, context: dict | None = None) -> dict:
+        """The gated promotion path: make `ref` the `challenger`, and the `champion` only when every gate passed.
+        `gates`: {gate name: {"passed": bool, ...figures}} (see `research.retrain`); `context`: extra JSON-able facts
+        (evaluation window, trials...). The decision — promoted, champion before/after, every gate — is appended to
+        `<root>/<name>/decisions.jsonl` and returned. ValueError for an empty `gates` or a gate without `passed`."""
+        if not gates: raise ValueError(f"{name}: gated_promote needs at least one gate")
+        bad = [g for g, r in gates.items() if not isinstance(r, dict) or not isinstance(r.get("passed"), bool)]
+        if bad: raise ValueError(f"{name}: gates {bad} have no boolean 'passed'")
+        v = self.resolve(name, ref); before = self.aliases(name).get("champion")
+        self.set_alias(name, "challenger", v)
+        promoted = all(r["passed"] for r in gates.values())
+        if promoted: self.set_alias(name, "champion", v)
+        dec = {"name": name, "challenger": v, "champion_before": before, "champion_after": v if promoted else before,
+               "promoted": promoted, "failed_gates": [g for g, r in gates.items() if not r["passed"]],
+               "gates": _jsonable(gates), "context": _jsonable(context or {}),
+               "decided": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with open(self._dir(name) / "decisions.jsonl", "a") as f:
+            f.write(json.dumps(dec, sort_keys=True, allow_nan=False, default=str) + "\n"); f.flush(); os.fsync(f.fileno())
+        return dec
+
+    def decisions(self, name: str) -> list[dict]:
+        "Every gated promotion decision of `name`, oldest first."
+        p = self._dir(name) / "decisions.jsonl"
+        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
     def list_versions(self, name: str) -> list[str]:
         d = self._dir(name)
         return sorted(p.name for p in d.iterdir() if _VERSION_RE.match(p.name) and (p / "meta.json").exists()) if d.exists() else []
@@ -88,11 +113,12 @@ class ModelRegistry:
         raise KeyError(f"{name}: no version or alias {ref!r} (versions {self.list_versions(name)}, aliases {self.aliases(name)})")
 
     def register(self, model: Forecaster, name: str | None = None, *, training_window: tuple, metrics: dict | None = None,
-                 data_hash: str | None = None, config: dict | None = None, champion: bool = False) -> str:
+                 data_hash: str | None = None, config: dict | None = None, champion: bool | None = False) -> str:
         """Store a fitted `model` as a new version of `name` (default `model.name`). `training_window`: (first, last)
         timestamp of the rows it was fitted on (validation slice included); `metrics`: plain numbers (e.g. validation
         IC per horizon); `data_hash`: `data_hash(features, labels)` of the training data; `config`: extra settings
-        (JSON-able). Returns the version ('v0001', …)."""
+        (JSON-able). `champion`: True = make it the champion; False (default) = only when the name has no champion
+        yet (the first registration); None = never (the retrain job's gated path decides). Returns the version ('v0001', …)."""
         if not getattr(model, "fitted_", False): raise RuntimeError(f"{model.name}: register() before fit()")
         name = name or model.name
         d = self._dir(name); d.mkdir(parents=True, exist_ok=True)
@@ -108,7 +134,7 @@ class ModelRegistry:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, d / version)
         self.set_alias(name, "latest", version)
-        if champion or "champion" not in self.aliases(name): self.set_alias(name, "champion", version)
+        if champion or (champion is not None and "champion" not in self.aliases(name)): self.set_alias(name, "champion", version)
         return version
 
     def info(self, name: str, ref: str = "latest") -> dict:

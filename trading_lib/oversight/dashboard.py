@@ -4,7 +4,7 @@
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #83438e54
 from __future__ import annotations
-import html, io, json, logging, math, os, re, threading, time
+import html, json, logging, math, os, re, threading, time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,11 +19,12 @@ from ..live.audit import Ledger, LedgerError, verify
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'E', 'header_env_name', 'supervisor_identity', 'Outcome', 'clean_reason', 'OversightController',
-           'PositionCosts', 'positions_table', 'exposures', 'oversight_snapshot', 'header_html', 'positions_html',
-           'exposures_html', 'event_line', 'png_chart', 'OversightApp', 'runs_root', 'read_metrics', 'load_runs',
-           'model_leaderboard', 'equity_curves', 'forecasts_vs_realised', 'ResearchApp', 'oversight_app',
-           'research_app']
+__all__ = ['log', 'E', 'BANNER_COLORS', 'header_env_name', 'supervisor_identity', 'Outcome', 'clean_reason',
+           'OversightController', 'PositionCosts', 'positions_table', 'exposures', 'ReconcileWatch',
+           'oversight_snapshot', 'job_html', 'header_html', 'fmt_qty', 'positions_html', 'exposures_html', 'event_line',
+           'Verdict', 'order_verdict', 'banner_html', 'run_frame', 'run_figure', 'split_requests', 'history_html',
+           'OversightApp', 'runs_root', 'read_metrics', 'load_runs', 'model_leaderboard', 'sort_table', 'equity_curves',
+           'forecasts_vs_realised', 'rolling_ic', 'ResearchApp', 'oversight_app', 'research_app']
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #7f8897ad
 def header_env_name(header: str) -> str:
@@ -36,13 +37,14 @@ def supervisor_identity(settings: Settings, environ: Mapping | None = None) -> s
     """The authenticated supervisor of this dashboard kernel, or None (read-only page). Order: the proxy header
     (`settings.dashboard.identity_header`, via Voila's `http_header_envs`), `JUPYTERHUB_USER` (a Hub-spawned server),
     then `settings.dashboard.local_identity` (empty = none). A value that is not a printable name of ≤ 128
-    characters counts as absent."""
+    characters makes the page read-only: a proxy that sent an unusable name never falls back to the local identity."""
     env = os.environ if environ is None else environ
     for v in (env.get(header_env_name(settings.dashboard.identity_header)), env.get("JUPYTERHUB_USER"),
               settings.dashboard.local_identity):
         if v:
             try: return _identity(v)
-            except ValueError: log.warning("dashboard: ignoring an unusable identity %r", v[:40])
+            except ValueError:
+                log.warning("dashboard: unusable identity %r: the page is read-only", v[:40]); return None
     return None
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #fd7fcaac
@@ -204,13 +206,29 @@ def exposures(table: pd.DataFrame, equity: float, day_start_equity: float, risk)
     return df
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #4bcbb0e6
+class ReconcileWatch:
+    "The last `reconcile` ledger record of each run (payload: run_id, ok, summary), read incrementally."
+    def __init__(self, ledger: Ledger | None):
+        self.ledger, self.next_seq, self.last = ledger, 0, {}
+
+    def update(self) -> dict[str, dict]:
+        "run_id → its last reconcile payload, after reading the new records."
+        if self.ledger is None or not self.ledger.path.exists(): return dict(self.last)
+        for rec in self.ledger.records(since_seq=self.next_seq):
+            self.next_seq = rec.seq + 1
+            if rec.kind == "reconcile": self.last[str(rec.payload.get("run_id"))] = dict(rec.payload)
+        return dict(self.last)
+
 def oversight_snapshot(state: LiveState, settings: Settings, job: str = "live", stale_after: float = 60.0,
-                       costs: PositionCosts | None = None, day_start_equity: float | None = None) -> dict:
-    """One view of the live state: trading_state, kill_switch (KillSwitch | None), can_trade (bool, why), mode, broker,
-    heartbeat_age (s, inf if never), stale (bool: age > `stale_after` s), account (dict | None), positions
-    (`positions_table`), exposures (`exposures`). Unreadable parts are reported in `errors` (fail closed: shown as alarms)."""
+                       costs: PositionCosts | None = None, day_start_equity: float | None = None,
+                       reconciles: Mapping[str, dict] | None = None) -> dict:
+    """One view of the live state: trading_state, kill_switch (KillSwitch | None), can_trade (bool, why), job (the
+    run-level record `LiveState.job()`, {} if none), mode and broker (the job's; settings' when no job ran),
+    heartbeat_age (s, inf if never) of the job's heartbeat name (else `job`), stale (bool: age > `stale_after` s),
+    stale_after, reconcile (the job run's last reconcile record from `reconciles`, None if none), account (dict | None),
+    positions (`positions_table`), exposures (`exposures`). Unreadable parts are listed in `errors` (fail closed)."""
     errors: list[str] = []
-    out = {"mode": settings.broker.mode, "broker": settings.broker.name, "errors": errors, "job": job}
+    out = {"errors": errors, "stale_after": float(stale_after)}
     def read(name, fn, default=None):
         try: return fn()
         except Exception as e:
@@ -218,8 +236,13 @@ def oversight_snapshot(state: LiveState, settings: Settings, job: str = "live", 
     out["trading_state"] = read("trading state", state.trading_state)
     out["kill_switch"] = read("kill switch", state.kill_switch)
     out["can_trade"] = state.can_trade()
-    age = read("heartbeat", lambda: state.heartbeat_age(job), math.inf)
+    j = read("job record", state.job, {}) or {}
+    out["job"] = j
+    out["mode"], out["broker"] = (j["mode"], j["broker"]) if j else (f"{settings.broker.mode} (settings)", f"{settings.broker.name} (settings)")
+    out["job_name"] = j.get("job") or job
+    age = read("heartbeat", lambda: state.heartbeat_age(out["job_name"]), math.inf)
     out["heartbeat_age"], out["stale"] = age, not age <= stale_after
+    out["reconcile"] = (reconciles or {}).get(j.get("run_id")) if j else None
     acct = read("account", state.account)
     out["account"] = acct
     eq = acct["equity"] if acct else np.nan
@@ -230,6 +253,35 @@ def oversight_snapshot(state: LiveState, settings: Settings, job: str = "live", 
     out["exposures"] = exposures(tab, eq, day_start_equity if day_start_equity is not None else eq, settings.risk)
     return out
 
+def job_html(snap: Mapping) -> str:
+    "The running job: run id, mode, broker, the session traded (the replayed date in a replay), heartbeat; or ended + summary."
+    j = snap.get("job") or {}
+    if not j: return (f"<div class='tl-job'><i>no job record</i> · settings: mode {E(snap['mode'])}, broker {E(snap['broker'])}"
+                      f" · heartbeat of '{E(snap['job_name'])}': {_age(snap['heartbeat_age'])} ago</div>")
+    sess = j.get("session", "")
+    sess_txt = (sess[:10] if sess.endswith("T00:00:00+00:00") else sess[:19].replace("T", " ") + " UTC") if sess else "—"
+    head = (f"run <b class='tl-job-run'>{E(j['run_id'])}</b> · mode <b class='tl-job-mode'>{E(j['mode'])}</b> · broker "
+            f"<b class='tl-job-broker'>{E(j['broker'])}</b> · session <b class='tl-job-session'>{E(sess_txt)}</b>")
+    if j.get("ended"):
+        summ = " · ".join(f"{E(str(k))} {E(json.dumps(v) if isinstance(v, (dict, list)) else str(v))}" for k, v in sorted(j.get("summary", {}).items()))
+        return (f"<div class='tl-job tl-job-ended'>{head} · <b>ENDED</b> at {E(j.get('ended_at', '')[:19].replace('T', ' '))} UTC"
+                f"<br><small class='tl-job-summary'>{summ or 'no summary'}</small></div>")
+    hb = _age(snap["heartbeat_age"])
+    hb_html = (f"<b class='tl-alarm' style='color:#c62828'>STALE heartbeat: {hb} ago</b>" if snap["stale"] else f"heartbeat {hb} ago")
+    return f"<div class='tl-job tl-job-running'>{head} · RUNNING since {E(j.get('started_at', '')[:19].replace('T', ' '))} UTC · {hb_html}</div>"
+
+def header_html(snap: Mapping) -> str:
+    "Details under the banner: the trading state, the kill switch and the gates' verdict (`LiveState.can_trade`)."
+    st = snap["trading_state"]; st = st.value if st is not None else "UNKNOWN"
+    can, why = snap["can_trade"]
+    color = {"REDUCING": "#9a6700", "HALTED": "#c62828"}.get(st, "#1a7f37" if can and st == "ACTIVE" else "#57606a")
+    ks = snap["kill_switch"]
+    ks_txt = ("<b style='color:#c62828'>ENGAGED</b> by " + E(ks.by) + " at " + E(ks.at[:19]) + ": " + E(ks.reason)) if ks and ks.engaged else \
+             ("released by " + E(ks.by) + " at " + E(ks.at[:19]) if ks else "<b style='color:#c62828'>no record</b> (fail closed until a supervisor releases it)")
+    return (f"<div>trading state <span class='tl-state-value' style='background:{color};color:white;padding:1px 6px;font-weight:bold'>"
+            f"{E(st)}</span> · kill switch: <span class='tl-kill-value'>{ks_txt}</span> · gates: "
+            f"<b>{'open' if can else 'closed'}</b> ({E(why)})</div>")
+
 # %% ../../nbs/oversight/23_dashboard.ipynb #ddcad160
 E = html.escape
 
@@ -237,27 +289,20 @@ def _num(x, fmt="{:,.2f}") -> str:
     try: return "—" if x is None or not math.isfinite(float(x)) else fmt.format(float(x))
     except (TypeError, ValueError): return E(str(x))
 
-def header_html(snap: dict) -> str:
-    "The header: trading state, kill switch, can-trade verdict, mode/broker, heartbeat age (stale → alarm)."
-    st = snap["trading_state"]; st = st.value if st is not None else "UNKNOWN"
-    color = {"ACTIVE": "#1a7f37", "REDUCING": "#b8860b", "HALTED": "#c62828"}.get(st, "#c62828")
-    ks = snap["kill_switch"]
-    ks_txt = ("<b style='color:#c62828'>ENGAGED</b> by " + E(ks.by) + " at " + E(ks.at) + ": " + E(ks.reason)) if ks and ks.engaged else \
-             ("released by " + E(ks.by) + " at " + E(ks.at) if ks else "<b style='color:#c62828'>no record</b> (fail closed until a supervisor releases it)")
-    can, why = snap["can_trade"]
-    age = snap["heartbeat_age"]
-    hb = "never" if not math.isfinite(age) else f"{age:,.1f} s ago"
-    hb_html = (f"<span class='tl-alarm' style='background:#c62828;color:white;padding:2px 6px'>STALE heartbeat of "
-               f"'{E(snap['job'])}': {hb}</span>") if snap["stale"] else f"heartbeat of '{E(snap['job'])}': {hb}"
-    errs = "".join(f"<div class='tl-alarm' style='color:#c62828'>⚠ {E(e)}</div>" for e in snap["errors"])
-    return (f"<div style='font-size:1.1em'><span class='tl-state-value' style='background:{color};color:white;padding:2px 8px;"
-            f"font-weight:bold'>{E(st)}</span> &nbsp; kill switch: <span class='tl-kill-value'>{ks_txt}</span></div>"
-            f"<div>new orders: <b>{'allowed' if can else 'refused'}</b> ({E(why)}) &nbsp;|&nbsp; mode <b>{E(snap['mode'])}</b>, "
-            f"broker <b>{E(snap['broker'])}</b> &nbsp;|&nbsp; {hb_html}</div>{errs}")
+def fmt_qty(q) -> str:
+    "Shares as a person reads them: thousands separators, never an exponent (10820 → '10,820'; 12.5 → '12.5'; NaN → '—')."
+    try: v = float(q)
+    except (TypeError, ValueError): return E(str(q))
+    if not math.isfinite(v): return "—"
+    return f"{v:,.0f}" if v == int(v) else f"{v:,.4f}".rstrip("0").rstrip(".")
+
+def _age(s: float) -> str:
+    if not math.isfinite(s): return "never"
+    return f"{s:,.1f} s" if s < 120 else (f"{s / 60:,.1f} min" if s < 7200 else f"{s / 3600:,.1f} h")
 
 def positions_html(tab: pd.DataFrame) -> str:
     if not len(tab): return "<i>no positions</i>"
-    rows = "".join(f"<tr><td>{E(str(r.symbol))}</td><td>{_num(r.quantity, '{:,.4g}')}</td><td>{_num(r.price)}</td>"
+    rows = "".join(f"<tr><td>{E(str(r.symbol))}</td><td class='tl-qty'>{fmt_qty(r.quantity)}</td><td>{_num(r.price)}</td>"
                    f"<td>{_num(r.market_value)}</td><td>{_num(r.weight, '{:.2%}')}</td><td>{_num(r.unrealised_pnl)}</td></tr>"
                    for r in tab.itertuples())
     return ("<table class='tl-table'><tr><th>symbol</th><th>quantity</th><th>price</th><th>market value</th><th>weight</th>"
@@ -276,51 +321,147 @@ def exposures_html(ex: pd.DataFrame) -> str:
     return "".join(out)
 
 def event_line(e) -> str:
-    "One feed line for a stream `Event`: time, kind, then the interesting fields of its data."
+    "One feed line for a stream `Event`: time, kind, then the interesting fields of its data (quantities formatted)."
     d = e.data if isinstance(e.data, dict) else {}
     o = d.get("order") if isinstance(d.get("order"), dict) else {}
     keys = ("action", "status", "symbol", "side", "qty", "price", "reason", "by", "alert", "engaged", "to", "client_order_id")
     parts = []
     for k in keys:
         v = d.get(k, o.get(k))
-        if v is not None and v != "": parts.append(f"{k}={v}")
+        if v is None or v == "": continue
+        if k == "qty": v = fmt_qty(v)
+        elif k == "price" and isinstance(v, (int, float)): v = _num(v)
+        parts.append(f"{k}={v}")
     color = {"risk_refusal": "#c62828", "alert": "#c62828", "kill_switch": "#c62828", "fill": "#1a7f37", "approval": "#1f5fbf"}.get(e.kind, "#333")
     return (f"<div class='tl-event' data-event='{E(e.event_id)}'><code>{E(e.timestamp[11:19])}</code> "
             f"<b style='color:{color}'>{E(e.kind)}</b> {E(' '.join(parts))}</div>")
 
+# %% ../../nbs/oversight/23_dashboard.ipynb #d6bab1e2
+@dataclass(frozen=True)
+class Verdict:
+    """The banner's answer. `level`: 'ok' | 'reduce' | 'stop' | 'idle'; `headline`; `reasons`: why orders are refused
+    (empty unless 'stop'); `notes`: context (the job ended, REDUCING); `pending`: approval requests of the running job."""
+    level: str
+    headline: str
+    reasons: tuple
+    notes: tuple
+    pending: int
+
+def order_verdict(snap: Mapping, pending: int = 0) -> Verdict:
+    """Can the system send a new order now? From an `oversight_snapshot` `snap` (can_trade, trading_state, job,
+    heartbeat_age, stale, stale_after, reconcile, errors) and the running job's `pending` approval count."""
+    reasons, notes = [], []
+    can, why = snap["can_trade"]
+    if not can: reasons.append(why)
+    job, rec = snap.get("job") or {}, snap.get("reconcile")
+    running = bool(job) and not job.get("ended")
+    if running and rec is not None and not rec.get("ok", False):
+        reasons.append(f"reconciliation failed for run {job.get('run_id')}: {rec.get('summary', '')}".strip())
+    if running and snap.get("stale"):
+        reasons.append(f"the job's heartbeat is stale: last beat {_age(snap['heartbeat_age'])} ago "
+                       f"(limit {snap.get('stale_after', 60):,.0f} s) — a job that does not beat sends nothing")
+    reasons += [f"cannot read {e}" for e in snap.get("errors", ())]
+    if not job: notes.append("no job has started on this state: nothing sends orders")
+    elif not running:
+        notes.append(f"run {job.get('run_id')} ended at {job.get('ended_at', '')[:19].replace('T', ' ')} UTC: nothing sends orders")
+    st = snap.get("trading_state"); st = getattr(st, "value", st)
+    if reasons: level, head = "stop", "NEW ORDERS REFUSED"
+    elif not running: level, head = "idle", "NO JOB RUNNING"
+    elif st == "REDUCING" or str(why).startswith("REDUCING"):
+        level, head = "reduce", "ONLY EXPOSURE-REDUCING ORDERS"; notes.append(str(why))
+    else: level, head = "ok", "NEW ORDERS ALLOWED"
+    return Verdict(level, head, tuple(reasons), tuple(notes), int(pending))
+
+BANNER_COLORS = {"ok": "#1a7f37", "reduce": "#9a6700", "stop": "#c62828", "idle": "#57606a"}
+
+def banner_html(v: Verdict) -> str:
+    "The banner: one coloured block (class tl-banner tl-banner-<level>) with the headline, every reason and the pending count."
+    why = "".join(f"<li class='tl-banner-reason'>{E(r)}</li>" for r in v.reasons)
+    notes = "".join(f"<li class='tl-banner-note'>{E(n)}</li>" for n in v.notes)
+    pend = (f"<div class='tl-banner-pending' style='margin-top:4px;font-weight:bold'>{v.pending} approval request"
+            f"{'s' if v.pending != 1 else ''} of the running job wait{'s' if v.pending == 1 else ''} for a supervisor</div>" if v.pending else "")
+    return (f"<div class='tl-banner tl-banner-{v.level}' style='background:{BANNER_COLORS[v.level]};color:white;padding:10px 14px;"
+            f"border-radius:6px'><div class='tl-banner-headline' style='font-size:1.5em;font-weight:bold'>{E(v.headline)}</div>"
+            f"<ul style='margin:4px 0 0 0;padding-left:20px'>{why}{notes}</ul>{pend}</div>")
+
 # %% ../../nbs/oversight/23_dashboard.ipynb #c1195602
-def png_chart(frame: pd.DataFrame, title: str = "", ylabel: str = "", width: float = 8, height: float = 3.2,
-              right: tuple = (), right_label: str = "") -> bytes:
-    "PNG bytes of a line chart with one line per column of `frame` (index = x); columns in `right` use a second y axis."
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=90)
-    ax = fig.subplots()
-    if len(frame) and frame.shape[1]:
-        ax2 = ax.twinx() if right else None
-        for i, c in enumerate(frame.columns):
-            a = ax2 if c in right else ax
-            a.plot(frame.index, frame[c].to_numpy(dtype=float), label=str(c), lw=1.2, color=f"C{i}")
-        hs = [h for a in ([ax, ax2] if ax2 else [ax]) for h in a.get_legend_handles_labels()[0]]
-        ax.legend(hs, [h.get_label() for h in hs], loc="best", fontsize=8)
-        if ax2: ax2.set_ylabel(right_label)
-    else: ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(title, fontsize=10); ax.set_ylabel(ylabel); ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO(); fig.savefig(buf, format="png"); return buf.getvalue()
+def run_frame(equity: Mapping[str, float]) -> pd.DataFrame:
+    """One run's curve, indexed by session (UTC), sorted: equity (currency), pnl = equity − the previous session's
+    equity (currency, NaN first), drawdown = equity / running peak − 1 (fraction ≤ 0)."""
+    s = pd.Series(dict(equity), dtype=float)
+    s.index = pd.to_datetime(s.index, utc=True); s = s.sort_index()
+    return pd.DataFrame({"equity": s, "pnl": s.diff(), "drawdown": s / s.cummax() - 1})
+
+def _x(ix) -> list:
+    return [t.strftime("%Y-%m-%d %H:%M") if (t.hour or t.minute) else t.strftime("%Y-%m-%d") for t in ix]
+
+def run_figure(frame: pd.DataFrame, risk, height: int = 520):
+    """A plotly FigureWidget: equity; P&L per session against the daily loss limit; drawdown against
+    `risk.max_drawdown_pct`. Built whole (data and layout in its first state): plotly 7's incremental messages
+    (`batch_update`, `add_trace` on a live widget) did not reach the page in Voila, so a changed curve is a new figure."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    x = _x(frame.index)
+    lim = (-risk.daily_loss_limit_pct * frame["equity"].shift(1)).to_numpy().tolist()
+    f = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.5, 0.25, 0.25],
+                      subplot_titles=("equity (currency)", "P&L per session against the daily loss limit",
+                                      "drawdown against the max-drawdown limit"))
+    f.add_scatter(x=x, y=frame["equity"].tolist(), name="equity", row=1, col=1, line=dict(color="#1f5fbf"),
+                  hovertemplate="%{x}<br>equity %{y:,.2f}<extra></extra>")
+    f.add_bar(x=x, y=frame["pnl"].tolist(), name="P&L", row=2, col=1, marker_color="#57606a", hovertemplate="%{x}<br>P&L %{y:,.2f}<extra></extra>")
+    f.add_scatter(x=x, y=lim, name="daily loss limit", row=2, col=1, line=dict(color="#c62828", dash="dash", shape="hv"),
+                  hovertemplate="%{x}<br>daily loss limit %{y:,.2f}<extra></extra>")
+    f.add_scatter(x=x, y=frame["drawdown"].tolist(), name="drawdown", row=3, col=1, fill="tozeroy", line=dict(color="#9a6700"),
+                  hovertemplate="%{x}<br>drawdown %{y:.2%}<extra></extra>")
+    f.add_scatter(x=(x[:1] + x[-1:]) if x else [], y=[-risk.max_drawdown_pct] * (2 if x else 0), name="max drawdown limit", row=3, col=1,
+                  line=dict(color="#c62828", dash="dash"), hovertemplate="max drawdown limit %{y:.2%}<extra></extra>")
+    f.update_layout(height=height, margin=dict(l=70, r=20, t=40, b=30), showlegend=False, template="plotly_white", hovermode="x unified")
+    f.update_yaxes(tickformat=",.0f", row=1, col=1); f.update_yaxes(tickformat=",.0f", row=2, col=1)
+    f.update_yaxes(tickformat=".1%", row=3, col=1)
+    return go.FigureWidget(f)
+
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #79ff412f
 def _css_id(cid: str) -> str: return "tl-cid-" + re.sub(r"[^A-Za-z0-9_-]", "_", cid)
 
+def split_requests(reqs, job: Mapping, now: float) -> tuple[list, list]:
+    """(actionable, history) of approval requests `reqs`. Actionable: pending, not expired, of the running job's run
+    (a decision is possible), newest first. History: everything else (decided, expired, and pending requests of runs
+    that are not running: nobody will act on them), newest decision first."""
+    running = bool(job) and not job.get("ended")
+    rid = job.get("run_id") if running else None
+    act = [q for q in reqs if rid and q.order.run_id == rid and q.status == "pending" and q.expires_at > now]
+    ids = {q.client_order_id for q in act}
+    hist = [q for q in reqs if q.client_order_id not in ids]
+    act.sort(key=lambda q: (q.created, q.client_order_id), reverse=True)
+    hist.sort(key=lambda q: (q.decided_at or q.expires_at if q.status != "pending" else q.created, q.client_order_id), reverse=True)
+    return act, hist
+
+def history_html(hist, run: str | None = None, limit: int = 200) -> str:
+    "The decided / expired / orphaned requests (of `run` only, when given) as a table without buttons, newest first."
+    rows = [q for q in hist if run in (None, "", "all runs") or q.order.run_id == run]
+    if not rows: return "<i>no requests</i>"
+    def status(q):
+        if q.status == "pending": return "<span class='tl-status-orphaned'>pending · run not running: no decision possible</span>"
+        by = f" by {E(q.decided_by)}" if q.decided_by else ""
+        why = f": {E(q.decision_reason)}" if q.decision_reason and q.status == "rejected" else ""
+        return f"<b class='tl-status-{E(q.status)}'>{E(q.status)}</b>{by}{why}"
+    body = "".join(f"<tr class='tl-history-row' data-cid='{E(q.client_order_id)}'><td>{E(q.order.run_id)}</td><td>{E(_iso(q.created)[:16])}</td>"
+                   f"<td><b>{E(q.order.symbol)}</b> {E(q.order.side)} {fmt_qty(q.order.qty)}</td><td>{_num(q.context.get('notional'))}</td>"
+                   f"<td>{status(q)}</td><td><code>{E(q.client_order_id)}</code></td></tr>" for q in rows[:limit])
+    more = f"<div><i>{len(rows) - limit:,} older requests not shown</i></div>" if len(rows) > limit else ""
+    return ("<div style='max-height:320px;overflow:auto'><table class='tl-table tl-history-table' style='font-size:0.85em'>"
+            "<tr><th>run</th><th>requested (UTC)</th><th>order</th><th>notional</th><th>status</th><th>id</th></tr>"
+            f"{body}</table></div>{more}")
+
 class OversightApp:
     """The oversight dashboard for one page (one Voila kernel). `settings`; `redis` (a client; default
     `connect_redis(settings)`); `ledger_path` (default `default_ledger_path(settings)`); `identity` (default
-    `supervisor_identity(settings)`); `job`: the live job whose heartbeat is watched; `stale_after` (s);
+    `supervisor_identity(settings)`); `job`: heartbeat name used when no job record names one; `stale_after` (s);
     `refresh_seconds`: period of the background refresh; `namespace`: the Redis namespace of the live job."""
     def __init__(self, settings: Settings | None = None, redis=None, ledger_path=None, identity: str | None | bool = False,
                  job: str = "live", stale_after: float = 60.0, refresh_seconds: float = 1.0, namespace: str = "tl",
-                 keep_decided_seconds: float = 1800.0, feed_size: int = 200):
+                 feed_size: int = 200):
         import ipywidgets as W
         self.W, self.s = W, settings or load_settings()
         self.identity = supervisor_identity(self.s) if identity is False else identity
@@ -329,13 +470,13 @@ class OversightApp:
         self.state = LiveState(self.r, namespace, ledger=self.ledger)
         self.queue = ApprovalQueue(self.r, self.ledger, self.s.approvals.expiry_seconds, namespace=namespace)
         self.ctl = OversightController(self.state, self.queue, self.identity)
-        self.job, self.stale_after, self.refresh_seconds, self.keep_decided = job, stale_after, refresh_seconds, keep_decided_seconds
-        self.costs = PositionCosts(self.ledger)
+        self.job, self.stale_after, self.refresh_seconds = job, stale_after, refresh_seconds
+        self.costs, self.reconciles = PositionCosts(self.ledger), ReconcileWatch(self.ledger)
         self.feed, self.last_event_id = deque(maxlen=feed_size), None
-        self.equity_hist: dict[str, float] = {}
         self.rows: dict[str, dict] = {}
+        self.snap, self.verdict, self.history = None, None, []
         self._lock, self._stop, self._thread = threading.RLock(), threading.Event(), None
-        self._verify_at, self._verify_html, self._chart_n = 0.0, "", -1
+        self._verify_at, self._chart_key, self._run_choice = 0.0, None, None
         self._build()
 
     # ---- layout ---------------------------------------------------------------------------------------------------
@@ -348,12 +489,15 @@ class OversightApp:
         if cb is not None: b.on_click(cb)
         return b
 
+    def _who_html(self):
+        return (f"supervisor: <b class='tl-identity'>{E(self.identity)}</b>" if self.identity else
+                "<b class='tl-identity' style='color:#c62828'>no authenticated supervisor: read-only</b>")
+
     def _build(self):
         W = self.W
-        who = (f"supervisor: <b class='tl-identity'>{E(self.identity)}</b>" if self.identity else
-               "<b class='tl-identity' style='color:#c62828'>no authenticated supervisor: read-only</b>")
-        self.w_who = self._html("tl-who", who)
-        self.w_header = self._html("tl-header")
+        self.w_banner = self._html("tl-banner-box", "<div class='tl-banner tl-banner-stop' style='background:#57606a;color:white;padding:10px'>reading the live state…</div>")
+        self.w_who = self._html("tl-who", self._who_html())
+        self.w_header = self._html("tl-header"); self.w_job = self._html("tl-job-box")
         ro = self.identity is None
         self.b_engage = self._button("tl-kill-engage", "Engage kill switch…", "danger", lambda _: self._arm("engage"), ro)
         self.b_release = self._button("tl-kill-release", "Release kill switch…", "warning", lambda _: self._arm("release"), ro)
@@ -362,20 +506,66 @@ class OversightApp:
         self.b_cancel = self._button("tl-kill-cancel", "Cancel", "", lambda _: self._disarm(), True)
         self.w_kill_box = W.HBox([self.t_kill_reason, self.b_confirm, self.b_cancel]); self.w_kill_box.layout.display = "none"
         self.w_result = self._html("tl-action-result")
-        self.w_equity = W.Image(format="png"); self.w_equity.add_class("tl-equity"); self.w_equity.layout.display = "none"
+        self.w_approvals_title = self._html("tl-approvals-title", "<h3 style='margin:10px 0 4px'>Approval requests of the running job</h3>")
+        self.w_approvals = W.VBox([]); self.w_approvals.add_class("tl-approvals")
+        self.w_no_approvals = self._html("tl-approvals-empty", "<i>no approval request waits for a decision</i>")
+        self.d_hist_run = W.Dropdown(options=["all runs"], value="all runs", description="run"); self.d_hist_run.add_class("tl-history-run")
+        self.d_hist_run.observe(lambda _: self._show_history(), "value")
+        self.w_history = self._html("tl-history")
+        self.w_history_acc = W.Accordion(children=[W.VBox([self.d_hist_run, self.w_history])], selected_index=None)
+        self.w_history_acc.set_title(0, "History: decided and expired requests"); self.w_history_acc.add_class("tl-history-acc")
+        self.d_run = W.Dropdown(options=[], description="run"); self.d_run.add_class("tl-run-select")
+        self.d_run.observe(self._on_run_choice, "value")
+        self.w_chart_msg = self._html("tl-chart-msg", "<i>the chart follows the page's state</i>")
+        self.fig = None  # created by attach_charts, after the page has its state (see bind_request)
+        self.w_chart = W.Box([]); self.w_chart.add_class("tl-run-chart")
         self.w_pnl = self._html("tl-pnl")
         self.w_positions = self._html("tl-positions"); self.w_exposures = self._html("tl-exposures")
-        self.w_approvals = W.VBox([]); self.w_approvals.add_class("tl-approvals")
-        self.w_no_approvals = self._html("tl-approvals-empty", "<i>no approval requests</i>")
         self.w_feed = self._html("tl-feed"); self.w_ledger = self._html("tl-ledger"); self.w_verify = self._html("tl-ledger-verify")
         h = lambda t: W.HTML(f"<h3 style='margin:10px 0 4px'>{t}</h3>")
         self.root = W.VBox([
-            W.HTML("<h2 style='margin:0'>Trading oversight</h2>"), self.w_who, self.w_header,
+            self.w_banner, W.HTML("<h2 style='margin:6px 0 0 0'>Trading oversight</h2>"), self.w_who, self.w_job, self.w_header,
             W.HBox([self.b_engage, self.b_release]), self.w_kill_box, self.w_result,
-            h("Portfolio"), self.w_pnl, W.HBox([self.w_equity, W.VBox([self.w_exposures])]), self.w_positions,
-            h("Approval queue"), self.w_no_approvals, self.w_approvals,
+            self.w_approvals_title, self.w_no_approvals, self.w_approvals, self.w_history_acc,
+            h("Run: equity, P&amp;L and drawdown against the limits"), self.d_run, self.w_chart_msg, self.w_chart,
+            h("Portfolio"), self.w_pnl, self.w_exposures, self.w_positions,
             h("Live feed"), self.w_feed, h("Ledger"), self.w_verify, self.w_ledger])
         self.root.add_class("tl-oversight")
+
+    def set_identity(self, identity: str | None):
+        "Set the page's supervisor (after the request arrived: `bind_request`); None = read-only. The next refresh applies it."
+        with self._lock:
+            self.identity = self.ctl.identity = identity
+            self.w_who.value = self._who_html()
+            if identity is None: self.b_engage.disabled = self.b_release.disabled = True
+
+    def attach_charts(self):
+        "Create the run chart (a plotly FigureWidget) and put it on the page; idempotent."
+        with self._lock:
+            if self.fig is None:
+                self.fig = False; self._chart_key = None  # the chart is drawn from now on
+                self._update_chart(self.snap["job"] if self.snap else {})
+        return self
+
+    def bind_request(self, chart_wait: float = 30.0):
+        """Wait for the page request of a pre-started (Voila `preheat_kernel`) kernel, then take the supervisor from its
+        headers (`supervisor_identity`); without preheating, the request is already in the environment. The chart is
+        attached once the browser has fetched the page's widget state (its control comm is open; at most `chart_wait`
+        s): plotly's model (≈ 4 MB of JavaScript) then no longer delays the first paint of the state."""
+        try:
+            from voila.utils import wait_for_request
+            wait_for_request()
+        except Exception as e: log.error("dashboard: no request info (%s): the page stays read-only", type(e).__name__)
+        self.set_identity(supervisor_identity(self.s))
+        _after_state_fetched(self._charts_with_redraw, chart_wait)
+        return None
+
+    def _charts_with_redraw(self, delay: float = 3.0):
+        """Attach the chart, then draw it once more after `delay` s: the first plotly figures a page receives after it
+        loaded drew empty while plotly's module was still loading in the browser (seen in Voila 0.5.13, anywidget 0.11)."""
+        self.attach_charts(); time.sleep(delay)
+        with self._lock:
+            self._chart_key = None; self._update_chart(self.snap["job"] if self.snap else {})
 
     # ---- actions (all through the controller) ----------------------------------------------------------------------
     def _show(self, out: Outcome):
@@ -424,48 +614,61 @@ class OversightApp:
         box.add_class("tl-approval-row"); box.add_class(_css_id(cid))
         return dict(box=box, info=info, status=status, reason=reason, approve=ba, reject=br)
 
-    def _update_approvals(self, now: float):
-        reqs = [q for q in self.queue.list(None)
-                if q.status == "pending" or (q.decided_at or q.created) >= now - self.keep_decided]
-        ids = [q.client_order_id for q in reqs]
-        for q in reqs:
+    def _update_approvals(self, now: float, job: Mapping) -> int:
+        act, self.history = split_requests(self.queue.list(None), job, now)
+        for q in act:
             row = self.rows.get(q.client_order_id) or self._row(q.client_order_id)
             self.rows[q.client_order_id] = row
             c, o = q.context, q.order
             fc = c.get("forecast", c.get("forecast_score"))
-            row["info"].value = (f"<b>{E(o.symbol)}</b> {E(o.side)} {_num(o.qty, '{:,.4g}')} · notional {_num(c.get('notional'))}"
-                                 f" · forecast {_num(fc, '{:.4g}')} · confidence {_num(c.get('confidence'), '{:.3f}')}"
+            row["info"].value = (f"<b>{E(o.symbol)}</b> {E(o.side)} <span class='tl-qty'>{fmt_qty(o.qty)}</span> · notional {_num(c.get('notional'))}"
+                                 f" · forecast {_num(fc, '{:.4f}')} · confidence {_num(c.get('confidence'), '{:.3f}')}"
                                  f"<br><small>{E('; '.join(map(str, q.reasons)))} · <code>{E(q.client_order_id)}</code></small>")
-            pending = q.status == "pending"
-            row["status"].value = (f"<span class='tl-status-pending'>pending · {max(0, q.expires_at - now):,.0f} s left</span>" if pending else
-                                   f"<b class='tl-status-{E(q.status)}'>{E(q.status)}</b> by {E(q.decided_by or '')}"
-                                   + (f": {E(q.decision_reason)}" if q.decision_reason and q.status == "rejected" else ""))
-            ro = not pending or self.identity is None
-            for k in ("approve", "reject", "reason"): row[k].disabled = ro
-        for cid in [c for c in self.rows if c not in ids]:
+            row["status"].value = f"<span class='tl-status-pending'>pending · {max(0, q.expires_at - now):,.0f} s left</span>"
+            for k in ("approve", "reject", "reason"): row[k].disabled = self.identity is None
+        ids = [q.client_order_id for q in act]
+        boxes = [self.rows[c]["box"] for c in ids]
+        kids = self.w_approvals.children
+        if len(kids) != len(boxes) or any(a is not b for a, b in zip(kids, boxes)): self.w_approvals.children = boxes
+        for cid in [c for c in self.rows if c not in ids]:  # decided / expired / run ended: no buttons any more
             row = self.rows.pop(cid)
             for w in row.values(): w.close()
-        boxes = [self.rows[c]["box"] for c in ids]
-        if [b.model_id for b in self.w_approvals.children] != [b.model_id for b in boxes]: self.w_approvals.children = boxes
         self.w_no_approvals.layout.display = "none" if ids else ""
+        rid = job.get("run_id") if job and not job.get("ended") else None
+        self.w_approvals_title.value = (f"<h3 style='margin:10px 0 4px'>Approval requests of the running job"
+                                        f"{f' {E(rid)}' if rid else ' (no job running)'}: <span class='tl-pending-count'>{len(act)}</span> pending</h3>")
+        runs = ["all runs"] + sorted({q.order.run_id for q in self.history}, reverse=True)
+        if list(self.d_hist_run.options) != runs:
+            keep = self.d_hist_run.value if self.d_hist_run.value in runs else "all runs"
+            self.d_hist_run.options = runs; self.d_hist_run.value = keep
+        self.w_history_acc.set_title(0, f"History: {len(self.history):,} decided, expired or orphaned requests (filter by run)")
+        self._show_history()
+        return len(act)
+
+    def _show_history(self):
+        self.w_history.value = history_html(self.history, self.d_hist_run.value)
 
     # ---- refresh ---------------------------------------------------------------------------------------------------
     def refresh(self):
         "Read everything once and update the widgets."
         with self._lock:
             now = time.time()
-            snap = oversight_snapshot(self.state, self.s, self.job, self.stale_after, self.costs, self._day_start())
+            rec = self.reconciles.update()
+            snap = oversight_snapshot(self.state, self.s, self.job, self.stale_after, self.costs, self._day_start(), rec)
+            job = snap["job"]
+            try: pending = self._update_approvals(now, job)
+            except Exception as e:
+                snap["errors"].append(f"approval queue: {type(e).__name__}: {e}"); pending = 0
+            self.snap, self.verdict = snap, order_verdict(snap, pending)
+            self.w_banner.value = banner_html(self.verdict)
             self.w_header.value = header_html(snap)
+            self.w_job.value = job_html(snap)
             ks = snap["kill_switch"]
             if self.identity is not None and self.ctl.armed is None:
                 self.b_engage.disabled, self.b_release.disabled = bool(ks and ks.engaged), not (ks is None or ks.engaged)
                 if not self.b_confirm.disabled: self._reset_kill_box()
-            acct = snap["account"]
-            sessions = self.state.equity_history() if hasattr(self.state, "equity_history") else {}
-            if sessions: self.equity_hist, self._per_session = sessions, True  # the live job's equity at each session close
-            elif acct: self.equity_hist[acct["updated_at"]] = acct["equity"]
             self._update_portfolio(snap)
-            self._update_approvals(now)
+            self._update_chart(job)
             new = self.state.events(self.last_event_id, count=200)
             if new:
                 self.last_event_id = new[-1].id; self.feed.extend(new)
@@ -475,36 +678,54 @@ class OversightApp:
             self._update_ledger(now)
 
     def _day_start(self):
-        if not self.equity_hist: return None
-        if getattr(self, "_per_session", False):  # P&L today = against the previous session's closing equity
-            v = [x for _, x in sorted(self.equity_hist.items())]
-            return v[-2] if len(v) > 1 else v[-1]
-        today = max(self.equity_hist)[:10]
-        return next((v for k, v in sorted(self.equity_hist.items()) if k[:10] == today), None)
+        "The running job's equity at the previous session's close (P&L today is measured against it)."
+        try: eq = list(self.state.job_equity().values())
+        except Exception: return None
+        return eq[-2] if len(eq) > 1 else (eq[-1] if eq else None)
 
     def _update_portfolio(self, snap):
         acct = snap["account"]
         if acct:
             ds = self._day_start() or acct["equity"]
-            self.w_pnl.value = (f"equity <b>{_num(acct['equity'])}</b> · cash {_num(acct['cash'])} · P&amp;L today "
+            self.w_pnl.value = (f"equity <b>{_num(acct['equity'])}</b> · cash {_num(acct['cash'])} · P&amp;L this session "
                                 f"<b class='tl-pnl-today'>{_num(acct['equity'] - ds)}</b> ({_num(acct['equity'] / ds - 1, '{:+.2%}')})")
         else: self.w_pnl.value = "<i>no account yet</i>"
         self.w_positions.value = positions_html(snap["positions"])
         self.w_exposures.value = exposures_html(snap["exposures"])
-        if len(self.equity_hist) != self._chart_n and len(self.equity_hist) > 1:
-            self._chart_n = len(self.equity_hist)
-            s = pd.Series(self.equity_hist); s.index = pd.to_datetime(s.index, utc=True)
-            self.w_equity.layout.display = ""
-            title = "equity at each session close (live job)" if getattr(self, "_per_session", False) else "equity (since this page opened)"
-            self.w_equity.value = png_chart(s.sort_index().to_frame("equity"), title, "", 6, 2.6)
+
+    def _on_run_choice(self, ch):
+        if not getattr(self, "_muted", False): self._run_choice = ch["new"]; self._update_chart(self.snap["job"] if self.snap else {})
+
+    def _update_chart(self, job):
+        jobs = self.state.jobs()
+        order = sorted(jobs, key=lambda r: (jobs[r].get("started_at", ""), r), reverse=True)
+        cur = job.get("run_id") if job else None
+        opts = [(f"{r} ({'ended' if jobs[r].get('ended') else 'running'}, {jobs[r].get('mode', '')})", r) for r in order]
+        if list(self.d_run.options) != opts:
+            self._muted = True
+            try:
+                self.d_run.options = opts
+                self.d_run.value = self._run_choice if self._run_choice in jobs else (cur if cur in jobs else (order[0] if order else None))
+            finally: self._muted = False
+        run = self.d_run.value
+        if self.fig is None: return
+        eq = self.state.job_equity(run) if run else {}
+        key = (run, len(eq), next(reversed(eq.values()), None) if eq else None)
+        if key == self._chart_key: return
+        self._chart_key = key
+        if len(eq) < 1:
+            self.w_chart_msg.value = "<i>no equity recorded for this run yet</i>" if run else "<i>no run recorded yet</i>"
+        else: self.w_chart_msg.value = f"<small>run {E(run)}: {len(eq):,} sessions, last equity {_num(list(eq.values())[-1])}</small>"
+        old, self.fig = self.fig, run_figure(run_frame(eq), self.s.risk, height=480)
+        self.w_chart.children = [self.fig]
+        if old: old.close()
 
     def _update_ledger(self, now):
-        if now - self._verify_at > 5:
+        if now - self._verify_at > 10:
             self._verify_at = now
             v = verify(self.ledger.path)
-            self._verify_html = (f"<span class='tl-verify-ok' style='color:#1a7f37'>chain verified: {v.n_records} records</span>" if v.ok else
-                                 f"<span class='tl-verify-bad tl-alarm' style='color:#c62828'>CHAIN BROKEN at seq {v.first_bad_seq}: {E(v.reason)}</span>")
-            self.w_verify.value = self._verify_html
+            self.w_verify.value = (f"<span class='tl-verify-ok' style='color:#1a7f37'>chain verified: {v.n_records:,} records</span>" if v.ok else
+                                   f"<span class='tl-verify-bad tl-alarm' style='color:#c62828'>CHAIN BROKEN at seq {v.first_bad_seq}: {E(v.reason)}</span>")
         rows = "".join(f"<tr><td>{r.seq}</td><td>{E(r.timestamp[:19])}</td><td>{E(r.kind)}</td>"
                        f"<td><code>{E(json.dumps(r.payload, sort_keys=True)[:160])}</code></td></tr>" for r in reversed(self.ledger.tail(15)))
         self.w_ledger.value = f"<table class='tl-table'><tr><th>seq</th><th>time</th><th>kind</th><th>payload</th></tr>{rows}</table>"
@@ -514,7 +735,7 @@ class OversightApp:
             try: self.refresh()
             except Exception as e:
                 log.error("dashboard refresh failed: %s: %s", type(e).__name__, e)
-                try: self.w_header.value = f"<div class='tl-alarm' style='color:#c62828'>live state unreadable: {E(type(e).__name__)}</div>"
+                try: self.w_banner.value = banner_html(Verdict("stop", "NEW ORDERS: UNKNOWN", (f"the live state is unreadable: {type(e).__name__}",), (), 0))
                 except Exception: pass
 
     def start(self):
@@ -546,6 +767,13 @@ def read_metrics(run_dir: str | Path) -> dict:
     try: return json.loads(p.read_text())
     except ValueError as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
 
+def _error_text(d: Path) -> str:
+    try: e = json.loads((d / "error.json").read_text())
+    except ValueError: return "error.json unreadable"
+    tb = e.get("traceback") or ""
+    if isinstance(tb, list): tb = "\n".join(map(str, tb))
+    return f"{e.get('ename', '')}: {e.get('evalue', '')}" + (f"\n{tb[-1500:]}" if tb else "")
+
 def _tracking_flag(m: dict) -> str:
     "'FLAGGED: <run> gap <g> in <year>' for the worst flagged run of a backtest's metrics, '' otherwise."
     tr = m.get("tracking") or {}
@@ -555,22 +783,21 @@ def _tracking_flag(m: dict) -> str:
 
 def load_runs(root: str | Path) -> pd.DataFrame:
     """One row per run under `root` (= runs/): job, run_id, started (UTC), status ('ok' | 'failed' | 'incomplete'),
-    parameters (the non-null job parameters as 'k=v, ...'), code_version, error (failed runs), and key metrics:
-    sharpe, cagr, max_drawdown (backtest strategy), sharpe_vs_1N (strategy − 1/N Sharpe), mean_ic (mean IC over models
-    and horizons), dsr_vs_1N (deflated Sharpe ratio of the active return over 1/N), null_pct (percentile of the
-    strategy among random-score books), tracking ('FLAGGED …' when a run's book did not follow its targets). Newest first."""
+    parameters (the non-null job parameters as 'k=v, ...'), code_version, error (failed runs: 'Name: message', then the
+    traceback's tail when error.json has one), and key metrics: sharpe, cagr, max_drawdown (a backtest's strategy; a
+    live run's own equity), sharpe_vs_1N (strategy − 1/N Sharpe), mean_ic (mean IC over models and horizons), dsr_vs_1N (deflated Sharpe ratio of the active return over 1/N),
+    null_pct (percentile of the strategy among random-score books), tracking ('FLAGGED …' when a run's book did not follow its targets). Newest first."""
     rows = []
     for d in sorted(Path(root).glob("*/*/")):
         if not d.is_dir() or not (_RUN_ID.match(d.name) or (d / "metrics.json").exists() or (d / "error.json").exists()): continue
         m, err = {}, ""
         try: m = read_metrics(d)
         except ValueError as e: err = str(e)
-        if (d / "error.json").exists():
-            try: e = json.loads((d / "error.json").read_text()); err = f"{e.get('ename', '')}: {e.get('evalue', '')}"
-            except ValueError: err = "error.json unreadable"
+        if (d / "error.json").exists(): err = _error_text(d)
         run = m.get("run", {})
         params = ", ".join(f"{k}={v}" for k, v in sorted((run.get("parameters") or {}).items()) if v is not None)
-        perf = m.get("performance", {}); strat = perf.get("strategy", {})
+        perf = m.get("performance", {}) or {}
+        strat = perf.get("strategy", perf if "sharpe" in perf else {})  # a live run's performance is its own equity's
         fq = pd.DataFrame(m.get("forecast_quality", []))
         rows.append(dict(job=d.parent.name, run_id=d.name, started=_run_time(d.name),
                          status="failed" if err else ("ok" if m else "incomplete"), parameters=params,
@@ -601,17 +828,25 @@ def model_leaderboard(metrics: dict) -> pd.DataFrame:
     out["_ic"] = out[[c for c in out if c.startswith("ic_h")]].mean(axis=1)
     return out.sort_values(["sharpe", "_ic"], ascending=False, na_position="last").drop(columns="_ic")
 
+def sort_table(df: pd.DataFrame, by: str, descending: bool = True) -> pd.DataFrame:
+    "`df` sorted by column `by` (or the index when `by` is the index name), NaN last; ValueError naming an unknown column."
+    if by == (df.index.name or "model"): return df.sort_index(ascending=not descending)
+    if by not in df.columns: raise ValueError(f"cannot sort by {by!r}: columns are {list(df.columns)}")
+    return df.sort_values(by, ascending=not descending, na_position="last", kind="stable")
+
 def equity_curves(run_dirs, benchmarks=("1/N", "S&P 500")) -> pd.DataFrame:
-    """Growth of 1 for the `strategy` of each backtest run in `run_dirs` (column '<run_id>') and the `benchmarks` of the
-    first run, each rebased to 1 at its first date. From `equity.parquet` (columns strategy, model:<name>, 1/N,
-    S&P 500; UTC dates). FileNotFoundError naming a run without equity.parquet."""
-    cols = {}
-    for i, d in enumerate(map(Path, run_dirs)):
+    """Growth of 1 of each run in `run_dirs` (column '<run_id>': a backtest's `strategy`, a live run's `equity`) and
+    the `benchmarks` of the first backtest, each rebased to 1 at its first date. From `equity.parquet` (UTC dates).
+    FileNotFoundError naming a run without equity.parquet."""
+    cols, bench = {}, False
+    for d in map(Path, run_dirs):
         p = d / "equity.parquet"
-        if not p.exists(): raise FileNotFoundError(f"run {d.name}: no equity.parquet (not a finished backtest)")
+        if not p.exists(): raise FileNotFoundError(f"run {d.name}: no equity.parquet (not a finished backtest or live run)")
         eq = pd.read_parquet(p)
-        cols[d.name] = eq["strategy"] / eq["strategy"].iloc[0]
-        if i == 0:
+        c = "strategy" if "strategy" in eq else "equity"
+        cols[d.name] = eq[c] / eq[c].iloc[0]
+        if not bench and c == "strategy":
+            bench = True
             for b in benchmarks:
                 if b in eq: cols[b] = eq[b] / eq[b].iloc[0]
     return pd.DataFrame(cols)
@@ -632,7 +867,42 @@ def forecasts_vs_realised(run_dir: str | Path, symbol: str, horizon: int, model:
     lab = make_labels(bars, [int(horizon)])[f"fwd_ret_{int(horizon)}"].xs(symbol, level="symbol")
     return pd.DataFrame({"prediction": pred, "realised": lab.reindex(pred.index)})
 
+def rolling_ic(run_dir: str | Path, horizon: int, window: int = 63, source=None, settings: Settings | None = None,
+               min_symbols: int = 3) -> pd.DataFrame:
+    """Rolling IC per model of a run's forecasts at `horizon`: on each forecast date the cross-sectional Spearman rank
+    correlation between the predictions and the realised forward returns close[t+h]/close[t] − 1 (`make_labels`),
+    over dates with ≥ `min_symbols` symbols; then its mean over the last `window` dates (at least window // 3). Index:
+    forecast date (UTC; the IC of date t is known only at t + h — a view of the past, not a trading input); one
+    column per model. ValueError naming the run when it has no forecasts at `horizon`."""
+    from trading_lib.features import make_labels
+    from trading_lib.data.sources import make_source
+    f = pd.read_parquet(Path(run_dir) / "forecasts.parquet", columns=["timestamp", "symbol", "horizon", "prediction", "model"],
+                        filters=[("horizon", "==", int(horizon))])
+    if f.empty: raise ValueError(f"run {Path(run_dir).name}: no forecasts at horizon {horizon}")
+    src = source or make_source(settings or load_settings())
+    bars = src.bars(sorted(f["symbol"].unique()), f["timestamp"].min(), None)
+    lab = make_labels(bars, [int(horizon)])[f"fwd_ret_{int(horizon)}"].rename("realised")
+    x = f.join(lab, on=["timestamp", "symbol"]).dropna(subset=["prediction", "realised"])
+    g = x.groupby(["model", "timestamp"])
+    x = x.assign(rp=g["prediction"].rank(), rr=g["realised"].rank(), n=g["prediction"].transform("size"))
+    x = x[x["n"] >= min_symbols]
+    ic = x.groupby(["model", "timestamp"])[["rp", "rr"]].corr().xs("rp", level=2)["rr"].unstack("model").sort_index()
+    return ic.rolling(window, min_periods=max(2, window // 3)).mean()
+
 # %% ../../nbs/oversight/23_dashboard.ipynb #b69394c9
+def _after_state_fetched(fn, wait: float = 30.0):
+    """Run `fn` in a thread once the browser has fetched the page's widget state (ipywidgets' control comm is open; at
+    most `wait` s), plus 1 s: a heavy widget created then (plotly's model carries ≈ 4 MB of JavaScript) no longer
+    delays the first paint of the rest of the page."""
+    def later():
+        from ipywidgets import Widget
+        end = time.monotonic() + wait
+        while getattr(Widget, "_control_comm", None) is None and time.monotonic() < end: time.sleep(0.1)
+        time.sleep(1.0)
+        try: fn()
+        except Exception as e: log.error("dashboard: %s: %s: %s", getattr(fn, "__name__", fn), type(e).__name__, e)
+    threading.Thread(target=later, name="tl-dashboard-charts", daemon=True).start()
+
 def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
     fmt = fmt or {}
     heads = "".join(f"<th>{E(str(c))}</th>" for c in [df.index.name or ""] + list(df.columns))
@@ -641,7 +911,7 @@ def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
         cells = [f"<td>{E(str(i))}</td>"]
         for c in df.columns:
             v = r[c]
-            if isinstance(v, (float, np.floating)): cells.append(f"<td>{_num(v, fmt.get(c, '{:.4f}'))}</td>")
+            if isinstance(v, (float, np.floating)): cells.append(f"<td>{_num(v, fmt.get(c, '{:,.4f}'))}</td>")
             elif isinstance(v, pd.Timestamp): cells.append(f"<td>{E(v.strftime('%Y-%m-%d %H:%M'))}</td>")
             elif isinstance(v, str) and v.startswith("FLAGGED"): cells.append(f"<td class='tl-flagged' style='color:#c62828;font-weight:bold'>{E(v)}</td>")
             else: cells.append(f"<td>{E(str(v))}</td>")
@@ -649,17 +919,43 @@ def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
     return (f"<div style='max-height:340px;overflow:auto'><table class='tl-table {cls}' style='font-size:0.85em'>"
             f"<tr>{heads}</tr>{''.join(body)}</table></div>")
 
+def _lines_figure(parts, rows: int = 1, titles=(), height: int = 380, secondary: bool = False, title: str = ""):
+    """A plotly FigureWidget built whole (see `run_figure`): `parts` = [(frame, row, hover format, axis tick format,
+    columns on the secondary axis)], one line per column (index = x); columns of the same name share a colour."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    f = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=titles,
+                      specs=[[{"secondary_y": secondary}]] * rows)
+    names = list(dict.fromkeys(c for fr, *_ in parts for c in fr.columns))
+    for fr, row, fmt, tick, sec in parts:
+        x = _x(fr.index) if isinstance(fr.index, pd.DatetimeIndex) else list(fr.index)
+        for c in fr.columns:
+            kw = dict(secondary_y=True) if c in sec else {}
+            f.add_scatter(x=x, y=fr[c].astype(float).tolist(), name=str(c), mode="lines", row=row, col=1, hovertemplate=f"%{{y:{fmt}}}",
+                          line=dict(color=f"hsl({names.index(c) * 360 // max(1, len(names))},60%,40%)"), showlegend=row == 1, **kw)
+        f.update_yaxes(tickformat=tick, row=row, col=1)
+    f.update_layout(height=height, margin=dict(l=70, r=30, t=40, b=30), template="plotly_white", hovermode="x unified",
+                    legend=dict(orientation="h", y=-0.12), title=title or None)
+    return go.FigureWidget(f)
+
+def _swap(box, old, new):
+    "Show figure `new` in `box` in place of `old` (closed)."
+    box.children = [new]
+    if old is not None: old.close()
+    return new
+
 class ResearchApp:
-    """The research dashboard over `root` (a runs/ folder; default `runs_root()`): runs table, model leaderboard of a
-    chosen run, equity curves of chosen backtests against 1/N and S&P 500, forecasts of a chosen symbol against
-    realised returns. `source`: bar source for realised returns (default: the configured data source)."""
-    def __init__(self, root: str | Path | None = None, source=None, settings: Settings | None = None):
+    """The research dashboard over `root` (a runs/ folder; default `runs_root()`): runs (failed ones with their error,
+    live ones with their metrics), a sortable model leaderboard of a chosen run, rolling IC per model over time,
+    interactive equity and drawdown of chosen backtest and live runs against 1/N and the S&P 500, and forecasts of a
+    chosen symbol against realised returns. `source`: bar source for realised returns (default: the configured one)."""
+    def __init__(self, root: str | Path | None = None, source=None, settings: Settings | None = None, ic_window: int = 63):
         import ipywidgets as W
-        self.W, self.root, self.source, self.s = W, Path(root) if root else runs_root(), source, settings
+        self.W, self.root, self.source, self.s, self.ic_window = W, Path(root) if root else runs_root(), source, settings, ic_window
         self.runs = load_runs(self.root)
         ok = self.runs[self.runs["status"] == "ok"]
-        self.backtests = list(ok.loc[ok["job"] == "backtest", "run_id"])
-        self.with_fq = [f"{r.job}/{r.run_id}" for r in ok.itertuples()]
+        self.curves = [f"{r.job}/{r.run_id}" for r in ok.itertuples() if (self.root / r.job / r.run_id / "equity.parquet").exists()]
+        self.with_fq = [f"{r.job}/{r.run_id}" for r in ok.itertuples() if pd.notna(r.mean_ic)]  # runs with forecast quality
         self.with_fc = [f"{r.job}/{r.run_id}" for r in ok.itertuples() if (self.root / r.job / r.run_id / "forecasts.parquet").exists()]
         self._build()
 
@@ -668,54 +964,126 @@ class ResearchApp:
 
     def _build(self):
         W = self.W
-        tab = self.runs.set_index("run_id").drop(columns=["error"])
-        self.w_runs = self._html("tl-runs", _df_html(tab, "tl-runs-table", {"sharpe": "{:.3f}", "cagr": "{:.2%}", "max_drawdown": "{:.2%}"})
-                                 if len(tab) else f"<i>no runs under {E(str(self.root))}</i>")
+        pct = {"sharpe": "{:.3f}", "cagr": "{:.2%}", "max_drawdown": "{:.2%}", "sharpe_vs_1N": "{:+.3f}", "mean_ic": "{:.4f}"}
+        tab = self.runs[self.runs["status"] != "failed"].set_index("run_id").drop(columns=["error"])
+        self.w_runs = self._html("tl-runs", _df_html(tab, "tl-runs-table", pct) if len(tab) else f"<i>no finished runs under {E(str(self.root))}</i>")
+        bad = self.runs[self.runs["status"] == "failed"]
+        self.w_failed = self._html("tl-failed", "<i>no failed runs</i>" if bad.empty else
+            "<table class='tl-table tl-failed-table' style='font-size:0.85em'><tr><th>job</th><th>run</th><th>started (UTC)</th><th>error</th></tr>" +
+            "".join(f"<tr><td>{E(r.job)}</td><td>{E(r.run_id)}</td><td>{E(r.started.strftime('%Y-%m-%d %H:%M') if pd.notna(r.started) else '')}</td>"
+                    f"<td><pre class='tl-error' style='white-space:pre-wrap;margin:0;max-height:160px;overflow:auto;color:#c62828'>{E(r.error)}</pre></td></tr>"
+                    for r in bad.itertuples()) + "</table>")
         self.d_lb = W.Dropdown(options=self.with_fq, description="run"); self.d_lb.add_class("tl-lb-run")
+        self.d_lb_sort = W.Dropdown(description="sort by"); self.d_lb_sort.add_class("tl-lb-sort")
+        self.c_lb_desc = W.ToggleButtons(options=[("best first", True), ("worst first", False)], value=True); self.c_lb_desc.add_class("tl-lb-order")
         self.w_lb = self._html("tl-leaderboard")
-        self.d_lb.observe(lambda _: self.show_leaderboard(), "value")
-        self.s_eq = W.SelectMultiple(options=self.backtests, value=tuple(self.backtests[:1]), description="backtests", rows=4)
+        self.d_lb.observe(lambda _: self.show_leaderboard(reset=True), "value")
+        for w in (self.d_lb_sort, self.c_lb_desc): w.observe(lambda _: self.show_leaderboard(), "value")
+        self.d_ic_run = W.Dropdown(options=self.with_fc, description="run"); self.d_ic_run.add_class("tl-ic-run")
+        self.d_ic_h = W.Dropdown(description="horizon"); self.d_ic_h.add_class("tl-ic-horizon")
+        self.w_ic_msg = self._html("tl-ic-msg")
+        self.fig_ic = self.fig_eq = self.fig_fc = None  # plotly figures: attach_charts, once the page has its state
+        self._charts = False
+        self.w_ic = W.Box([]); self.w_ic.add_class("tl-ic-chart")
+        self.d_ic_run.observe(lambda _: self._ic_options(), "value"); self.d_ic_h.observe(lambda _: self.show_ic(), "value")
+        self.s_eq = W.SelectMultiple(options=self.curves, value=tuple(self.curves[:1]), description="runs", rows=4,
+                                     layout=W.Layout(width="520px"))
         self.s_eq.add_class("tl-eq-runs")
-        self.w_eq = W.Image(format="png"); self.w_eq.add_class("tl-eq-chart"); self.w_eq_msg = self._html("tl-eq-msg")
+        self.w_eq = W.Box([]); self.w_eq.add_class("tl-eq-chart"); self.w_eq_msg = self._html("tl-eq-msg")
         self.s_eq.observe(lambda _: self.show_equity(), "value")
         self.d_fc_run = W.Dropdown(options=self.with_fc, description="run"); self.d_fc_run.add_class("tl-fc-run")
         self.d_fc_sym = W.Dropdown(description="symbol"); self.d_fc_sym.add_class("tl-fc-symbol")
         self.d_fc_h = W.Dropdown(description="horizon"); self.d_fc_h.add_class("tl-fc-horizon")
         self.d_fc_model = W.Dropdown(description="model"); self.d_fc_model.add_class("tl-fc-model")
-        self.w_fc = W.Image(format="png"); self.w_fc.add_class("tl-fc-chart"); self.w_fc_msg = self._html("tl-fc-msg")
+        self.w_fc = W.Box([]); self.w_fc.add_class("tl-fc-chart"); self.w_fc_msg = self._html("tl-fc-msg")
         self.d_fc_run.observe(lambda _: self._fc_options(), "value")
         for d in (self.d_fc_sym, self.d_fc_h, self.d_fc_model): d.observe(lambda _: self.show_forecasts(), "value")
         h = lambda t: W.HTML(f"<h3 style='margin:10px 0 4px'>{t}</h3>")
         self.root_w = W.VBox([W.HTML("<h2 style='margin:0'>Research: runs and models</h2>"), h("Runs"), self.w_runs,
-                              h("Model leaderboard"), self.d_lb, self.w_lb,
-                              h("Equity curves (growth of 1) against 1/N and S&amp;P 500"), self.s_eq, self.w_eq_msg, self.w_eq,
+                              h("Failed runs"), self.w_failed,
+                              h("Model leaderboard"), W.HBox([self.d_lb, self.d_lb_sort, self.c_lb_desc]), self.w_lb,
+                              h("Rolling IC per model"), W.HBox([self.d_ic_run, self.d_ic_h]), self.w_ic_msg, self.w_ic,
+                              h("Equity and drawdown against 1/N and the S&amp;P 500"), self.s_eq, self.w_eq_msg, self.w_eq,
                               h("Forecasts against realised returns"),
                               W.HBox([self.d_fc_run, self.d_fc_sym]), W.HBox([self.d_fc_h, self.d_fc_model]), self.w_fc_msg, self.w_fc])
         self.root_w.add_class("tl-research")
-        self.show_leaderboard(); self.show_equity(); self._fc_options()
+        self.show_leaderboard(reset=True); self.show_equity(); self._ic_options(); self._fc_options()
 
-    def _dir(self, key: str) -> Path:
+    def attach_charts(self):
+        "Create the three plotly figures, put them on the page and draw them; idempotent."
+        if not self._charts:
+            self._charts = True
+            self.show_ic(); self.show_equity(); self.show_forecasts()
+        return self
+
+    def charts_when_ready(self, wait: float = 30.0):
+        """Attach the charts once the browser has fetched the page's widget state (see `OversightApp.bind_request`); a
+        pre-started kernel first waits for its page request."""
+        try:
+            from voila.utils import wait_for_request
+            wait_for_request()
+        except Exception as e: log.error("dashboard: no request info (%s)", type(e).__name__)
+        def attach_and_redraw():  # see OversightApp._charts_with_redraw
+            self.attach_charts()
+            for d in (3.0, 10.0): time.sleep(d); self.show_ic(); self.show_equity(); self.show_forecasts()
+        _after_state_fetched(attach_and_redraw, wait)
+
+    def _dir(self, key: str, allowed=None) -> Path:
         "Run folder of a 'job/run_id' option; ValueError for anything that is not one of the listed runs (forged value)."
-        if key not in self.with_fq: raise ValueError(f"unknown run {key!r}")
+        if key not in (allowed if allowed is not None else self.with_fq): raise ValueError(f"unknown run {key!r}")
         return self.root / key
 
-    def show_leaderboard(self):
+    def show_leaderboard(self, reset: bool = False):
         try:
             lb = model_leaderboard(read_metrics(self._dir(self.d_lb.value))) if self.d_lb.value else pd.DataFrame()
-            self.w_lb.value = _df_html(lb, "tl-leaderboard-table", {"sharpe": "{:.3f}"}) if len(lb) else "<i>no forecast quality in this run</i>"
+            if not len(lb): self.w_lb.value = "<i>no forecast quality in this run</i>"; return
+            lb.index.name = "model"
+            cols = ["model"] + list(lb.columns)
+            if reset or list(self.d_lb_sort.options) != cols:
+                self._muted_lb = True
+                try: self.d_lb_sort.options = cols; self.d_lb_sort.value = "sharpe" if lb["sharpe"].notna().any() else next(c for c in cols if c.startswith("ic_h"))
+                finally: self._muted_lb = False
+            if getattr(self, "_muted_lb", False): return
+            lb = sort_table(lb, self.d_lb_sort.value, self.c_lb_desc.value)
+            self.w_lb.value = _df_html(lb, "tl-leaderboard-table", {"sharpe": "{:.3f}"})
         except Exception as e: self.w_lb.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"
 
-    def show_equity(self):
-        chosen = [r for r in self.s_eq.value if r in self.backtests]
-        if not chosen: self.w_eq_msg.value = "<i>choose one or more backtest runs</i>"; return
+    def _ic_options(self):
+        if not self.d_ic_run.value: self.w_ic_msg.value = "<i>no run with forecasts</i>"; return
+        f = pd.read_parquet(self._dir(self.d_ic_run.value, self.with_fc) / "forecasts.parquet", columns=["horizon"])
+        hs = sorted(int(h) for h in f["horizon"].unique())
+        self._muted_ic = True
+        try: self.d_ic_h.options = hs; self.d_ic_h.value = 20 if 20 in hs else (hs[0] if hs else None)
+        finally: self._muted_ic = False
+        self.show_ic()
+
+    def show_ic(self):
+        if getattr(self, "_muted_ic", False) or not self.d_ic_run.value or self.d_ic_h.value is None: return
         try:
-            ec = equity_curves([self.root / "backtest" / r for r in chosen])
-            self.w_eq.value = png_chart(ec, "growth of 1 (after costs)"); self.w_eq_msg.value = ""
+            ic = rolling_ic(self._dir(self.d_ic_run.value, self.with_fc), self.d_ic_h.value, self.ic_window, self.source, self.s)
+            if self._charts:
+                self.fig_ic = _swap(self.w_ic, self.fig_ic, _lines_figure([(ic, 1, ".3f", ".2f", ())], 1,
+                                    (f"rolling {self.ic_window}-date mean of the daily cross-sectional rank IC, per model",), 360))
+            last = ic.ffill().iloc[-1] if len(ic) else pd.Series(dtype=float)
+            self.w_ic_msg.value = ("<span class='tl-ic-stats'>latest rolling IC: " +
+                                   " · ".join(f"{E(str(m))} {_num(v, '{:+.3f}')}" for m, v in last.items()) + "</span>")
+        except Exception as e: self.w_ic_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"
+
+    def show_equity(self):
+        chosen = [r for r in self.s_eq.value if r in self.curves]
+        if not chosen: self.w_eq_msg.value = "<i>choose one or more runs</i>"; return
+        try:
+            ec = equity_curves([self.root / r for r in chosen])
+            ec.columns = [c.split("/")[-1] for c in ec.columns]
+            if not self._charts: self.w_eq_msg.value = ""; return
+            self.fig_eq = _swap(self.w_eq, self.fig_eq, _lines_figure([(ec, 1, ",.3f", ",.2f", ()), (ec / ec.cummax() - 1, 2, ".2%", ".0%", ())],
+                                                                       2, ("growth of 1 (after costs)", "drawdown"), 520))
+            self.w_eq_msg.value = ""
         except Exception as e: self.w_eq_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"
 
     def _fc_options(self):
         if not self.d_fc_run.value: self.w_fc_msg.value = "<i>no run with forecasts</i>"; return
-        f = pd.read_parquet(self._dir(self.d_fc_run.value) / "forecasts.parquet", columns=["symbol", "horizon", "model"])
+        f = pd.read_parquet(self._dir(self.d_fc_run.value, self.with_fc) / "forecasts.parquet", columns=["symbol", "horizon", "model"])
         self._muted = True
         try:
             for d, opts in ((self.d_fc_sym, sorted(f["symbol"].unique())), (self.d_fc_h, sorted(int(h) for h in f["horizon"].unique())),
@@ -730,26 +1098,35 @@ class ResearchApp:
         try:
             if self.d_fc_sym.value not in self.d_fc_sym.options or self.d_fc_h.value not in self.d_fc_h.options: raise ValueError("value out of range")
             m = None if self.d_fc_model.value in (None, "all (mean)") else self.d_fc_model.value
-            fr = forecasts_vs_realised(self._dir(self.d_fc_run.value), self.d_fc_sym.value, self.d_fc_h.value, m, self.source, self.s)
+            fr = forecasts_vs_realised(self._dir(self.d_fc_run.value, self.with_fc), self.d_fc_sym.value, self.d_fc_h.value, m, self.source, self.s)
             ok = fr.dropna()
             ic = ok["prediction"].corr(ok["realised"]) if len(ok) > 2 else np.nan
             hit = (np.sign(ok["prediction"]) == np.sign(ok["realised"])).mean() if len(ok) else np.nan
-            self.w_fc.value = png_chart(fr.iloc[-500:], f"{self.d_fc_sym.value}, {self.d_fc_h.value}-day forward return (last 500 dates)",
-                                        "realised (fraction)", right=("prediction",), right_label="prediction (fraction)")
-            self.w_fc_msg.value = (f"<span class='tl-fc-stats'>{len(ok)} dates · correlation {_num(ic, '{:.3f}')} · "
+            if self._charts:
+                self.fig_fc = _swap(self.w_fc, self.fig_fc, _lines_figure([(fr.iloc[-500:], 1, ".2%", ".1%", ("prediction",))], 1, (), 340, True,
+                                    f"{self.d_fc_sym.value}, {self.d_fc_h.value}-day forward return (last 500 dates)"))
+            self.w_fc_msg.value = (f"<span class='tl-fc-stats'>{len(ok):,} dates · correlation {_num(ic, '{:.3f}')} · "
                                    f"directional accuracy {_num(hit, '{:.1%}')}</span>")
         except Exception as e: self.w_fc_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #2ee070a3
+class _Unavailable:
+    "The oversight page when the live state cannot be reached: one alarm, nothing to bind."
+    def __init__(self, e: Exception):
+        import ipywidgets as W
+        self.root = W.HTML(f"<div class='tl-banner tl-banner-stop' style='background:#c62828;color:white;padding:10px'>"
+                           f"<b style='font-size:1.5em'>NEW ORDERS: UNKNOWN</b><br>live state unavailable: {E(type(e).__name__)}: {E(str(e))}</div>")
+        self.root.add_class("tl-oversight")
+    def bind_request(self): return None
+
 def oversight_app(**kwargs):
-    "Build and start the oversight page (for `dashboards/oversight.ipynb`); a page with an alarm if Redis is unreachable."
-    import ipywidgets as W
-    try: return OversightApp(**kwargs).start().root
+    """Build and start the oversight page (for `dashboards/oversight.ipynb`): an `OversightApp` (display its `root`,
+    then call `bind_request()`), or a page with one alarm when the live state is unreachable."""
+    try: return OversightApp(**kwargs).start()
     except (StateError, LedgerError, OSError) as e:
         log.error("oversight dashboard: %s: %s", type(e).__name__, e)
-        w = W.HTML(f"<div class='tl-alarm' style='color:#c62828'>live state unavailable: {E(type(e).__name__)}: {E(str(e))}</div>")
-        w.add_class("tl-oversight"); return w
+        return _Unavailable(e)
 
 def research_app(**kwargs):
-    "Build the research page (for `dashboards/research.ipynb`)."
-    return ResearchApp(**kwargs).root_w
+    "Build the research page (for `dashboards/research.ipynb`): a `ResearchApp` (display its `root_w`, then call `charts_when_ready()`)."
+    return ResearchApp(**kwargs)

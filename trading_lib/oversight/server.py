@@ -4,19 +4,29 @@
 
 # %% ../../nbs/oversight/24_server.ipynb #92247845
 from __future__ import annotations
-import argparse, logging, os, re, secrets, sys
+import argparse, json, logging, os, re, secrets, signal, sys, threading, time
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 from ..config import Settings, load_settings, project_root
 from .dashboard import header_env_name, supervisor_identity
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SECRET_ENV', 'dashboard_token', 'scrub_environ', 'voila_argv', 'identity_hook', 'serve', 'main']
+__all__ = ['log', 'KERNEL_ENV_ALLOW', 'UNUSED_EXTENSIONS', 'dashboard_token', 'kernel_environ', 'restrict_environ', 'voila_argv',
+           'identity_hook', 'TokenRedactor', 'install_redactor', 'binary_message_header', 'install_websocket_guard',
+           'install_token_redirect', 'serve', 'main']
 
 # %% ../../nbs/oversight/24_server.ipynb #a3a7e802
-SECRET_ENV = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "TRADING_DASHBOARD_TOKEN", "JUPYTER_TOKEN")
+KERNEL_ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
+                    "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "MPLBACKEND",
+                    "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR",
+                    "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
+                    "JUPYTERHUB_USER", "SSL_CERT_FILE", "SSL_CERT_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "OPENBLAS_NUM_THREADS", "TERM")
+UNUSED_EXTENSIONS = ("jupyterlab-plotly", "jupyterlab_pygments")  # lab extensions the pages do not load (plotly's mime renderer: ~4 MB)
+_SETTING_ENV = re.compile(r"TRADING_[A-Z0-9]+__[A-Z0-9_]+|LC_[A-Z]+")
 
 def dashboard_token(environ: Mapping | None = None) -> tuple[str, bool]:
     """(token, generated): `TRADING_DASHBOARD_TOKEN` from `environ` (at least 16 characters), else a fresh random
@@ -29,19 +39,37 @@ def dashboard_token(environ: Mapping | None = None) -> tuple[str, bool]:
         return t, False
     return secrets.token_urlsafe(32), True
 
-def scrub_environ(environ: dict) -> list[str]:
-    "Remove `SECRET_ENV` variables from `environ` in place (the kernels inherit it); returns the names removed."
-    gone = [k for k in SECRET_ENV if k in environ]
-    for k in gone: environ.pop(k)
+def kernel_environ(environ: Mapping) -> dict:
+    """The environment the page kernels get: the names in `KERNEL_ENV_ALLOW`, `LC_*`, `TRADING_<SECTION>__<KEY>`
+    settings overrides, and Redis: `DASHBOARD_REDIS_URL` as `REDIS_URL`, else a `REDIS_URL` without a password.
+    ValueError when `REDIS_URL` carries a password and `DASHBOARD_REDIS_URL` is not set (never leaked to the pages)."""
+    out = {k: v for k, v in environ.items() if k in KERNEL_ENV_ALLOW or _SETTING_ENV.fullmatch(k)}
+    url = environ.get("DASHBOARD_REDIS_URL") or environ.get("REDIS_URL") or ""
+    if url:
+        if not environ.get("DASHBOARD_REDIS_URL") and urlsplit(url).password:
+            raise ValueError("REDIS_URL carries a password: the dashboard kernels do not get the job's credentials — set "
+                             "DASHBOARD_REDIS_URL (a Redis ACL user for the dashboards) and start again")
+        out["REDIS_URL"] = url
+    return out
+
+def restrict_environ(environ: dict) -> list[str]:
+    "Reduce `environ` in place to `kernel_environ(environ)` (the kernels inherit it); returns the names removed."
+    keep = kernel_environ(environ)
+    gone = sorted(k for k in environ if k not in keep)
+    environ.clear(); environ.update(keep)
     return gone
 
-def voila_argv(settings: Settings, dashboards_dir: str | Path, token: str, host: str | None = None, port: int | None = None) -> list[str]:
-    "The Voila command-line arguments (parsed in-process) for serving `dashboards_dir` with `settings.dashboard`."
+def voila_argv(settings: Settings, dashboards_dir: str | Path, token: str, host: str | None = None, port: int | None = None,
+               preheat: bool | None = None) -> list[str]:
+    """The Voila command-line arguments (parsed in-process) for serving `dashboards_dir` with `settings.dashboard`;
+    `preheat` (default: when a local identity is configured) starts one executed kernel per page ahead of requests."""
     d = settings.dashboard
     header_env_name(d.identity_header)  # validates the header name
+    pre = bool(d.local_identity) if preheat is None else preheat
     return [str(dashboards_dir), "--no-browser", f"--Voila.ip={host or d.host}", f"--Voila.port={int(port or d.port)}",
             "--Voila.port_retries=0", f"--Voila.token={token}", "--VoilaConfiguration.strip_sources=True",
-            "--VoilaConfiguration.show_tracebacks=False", f"--VoilaConfiguration.http_header_envs={d.identity_header}"]
+            "--VoilaConfiguration.show_tracebacks=False", f"--VoilaConfiguration.http_header_envs={d.identity_header}",
+            "--template=tl-lab", f"--VoilaConfiguration.extension_denylist={list(UNUSED_EXTENSIONS)!r}"] + (["--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.fill_delay=0"] if pre else [])
 
 def identity_hook(settings: Settings):
     """Voila `prelaunch_hook` for proxy-only deployments (`dashboard.local_identity` empty): refuses (HTTP 403) a page
@@ -56,30 +84,164 @@ def identity_hook(settings: Settings):
         return None
     return hook
 
+# %% ../../nbs/oversight/24_server.ipynb #9fd76a13
+class TokenRedactor(logging.Filter):
+    "A logging filter: `token=…` in any message becomes `token=[redacted]`, and `token` itself never appears."
+    _q = re.compile(r"(token=)[^&\s'\")]+", re.I)
+    def __init__(self, token: str = ""):
+        super().__init__(); self.token = token
+
+    def redact(self, text: str) -> str:
+        text = self._q.sub(r"\1[redacted]", text)
+        return text.replace(self.token, "[redacted]") if self.token else text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try: msg = record.getMessage()
+        except Exception: return True
+        red = self.redact(msg)
+        if red != msg: record.msg, record.args = red, ()
+        return True
+
+def install_redactor(token: str, loggers=("", "tornado.access", "tornado.application", "tornado.general", "Voila")) -> TokenRedactor:
+    "Attach one `TokenRedactor` to every handler of `loggers` (and to the loggers themselves); returns it."
+    f = TokenRedactor(token)
+    for name in loggers:
+        lg = logging.getLogger(name)
+        lg.addFilter(f)
+        for h in lg.handlers: h.addFilter(f)
+    return f
+
+def binary_message_header(msg: bytes) -> dict | None:
+    """The header (dict) of a kernel message in websocket binary framing, or None. v1 protocol
+    (`v1.kernel.websocket.jupyter.org`): uint64 little-endian count n, n uint64 offsets, parts channel, header, parent,
+    metadata, content, buffers…. Legacy: uint32 big-endian count n, n uint32 offsets, part 0 = the whole JSON message.
+    Counts and offsets are checked against len(msg) before use: the work is O(len(msg))."""
+    n = len(msg)
+    if n >= 32:
+        k = int.from_bytes(msg[:8], "little")
+        if 3 <= k <= (n - 8) // 8:
+            o = [int.from_bytes(msg[8 * (i + 1):8 * (i + 2)], "little") for i in range(3)]
+            if 8 * (k + 1) <= o[0] <= o[1] <= o[2] <= n:
+                try:
+                    h = json.loads(msg[o[1]:o[2]])
+                    if isinstance(h, dict): return h
+                except ValueError: pass
+    if n >= 8:
+        k = int.from_bytes(msg[:4], "big")
+        if 1 <= k <= (n - 4) // 4:
+            o = [int.from_bytes(msg[4 * (i + 1):4 * (i + 2)], "big") for i in range(min(k, 2))] + [n]
+            if 4 * (k + 1) <= o[0] <= o[1] <= n:
+                try:
+                    m = json.loads(msg[o[0]:o[1]])
+                    if isinstance(m, dict) and isinstance(m.get("header"), dict): return m["header"]
+                except ValueError: pass
+    return None
+
+def install_websocket_guard():
+    "Replace Voila's unbounded binary-message header reader with `binary_message_header` (idempotent)."
+    import voila.tornado.kernel_websocket_handler as kwh
+    kwh.read_header_from_binary_message = binary_message_header
+    return kwh
+
 # %% ../../nbs/oversight/24_server.ipynb #386fb12a
-def serve(root: str | Path | None = None, host: str | None = None, port: int | None = None, environ: dict | None = None) -> int:
-    """Serve `<root>/dashboards` (root: the project root) with Voila until interrupted. Scrubs `SECRET_ENV` from
-    `environ` (default os.environ: the kernels inherit it) and prints the URL (with the token when generated here)."""
+def _tl_template(dir: Path) -> Path:
+    """A Voila template `tl-lab` under `dir`: the installed `lab` template without its CDN stylesheet links (FontAwesome
+    ships inside Voila's own bundle), so every asset of a page is served by this server. Returns the jupyter path root."""
+    import voila
+    from jupyter_core.paths import jupyter_path
+    src = next((Path(p) / "lab" for p in jupyter_path("voila", "templates") if (Path(p) / "lab" / "index.html.j2").exists()), None)
+    if src is None: raise FileNotFoundError(f"Voila {voila.__version__}: no 'lab' template found")
+    out = dir / "voila" / "templates" / "tl-lab"; out.mkdir(parents=True, exist_ok=True)
+    html = "".join(l for l in (src / "index.html.j2").read_text().splitlines(True) if not re.search(r"https?://", l))
+    (out / "index.html.j2").write_text(html)
+    (out / "conf.json").write_text(json.dumps({"base_template": "lab"}))
+    return dir
+
+def _stop_guard(app, timeout: float):
+    """SIGTERM / SIGINT: stop the loop and shut the kernels down without waiting for them; a watchdog kills the kernels
+    and exits after `timeout` s."""
+    import psutil
+    from jupyter_core.utils import run_sync
+    stopping = threading.Event()
+    def watchdog():
+        time.sleep(timeout)
+        log.error("dashboard: not stopped %.1f s after the signal: killing the kernels and exiting", timeout)
+        for c in psutil.Process().children(recursive=True):
+            try: c.kill()
+            except psutil.Error: pass
+        logging.shutdown(); os._exit(1)
+    def stop(sig):
+        if stopping.is_set(): return
+        stopping.set()
+        log.info("dashboard: signal %s: stopping", sig)
+        threading.Thread(target=watchdog, name="tl-stop-watchdog", daemon=True).start()
+        app.ioloop.add_callback(app.ioloop.stop)  # thread-safe
+    signal.signal(signal.SIGTERM, lambda s, f: stop(s)); signal.signal(signal.SIGINT, lambda s, f: stop(s))
+    def stop_now():
+        try: run_sync(app.kernel_manager.shutdown_all)(now=True)
+        except Exception as e: log.error("dashboard: kernel shutdown: %s: %s", type(e).__name__, e)
+    app.stop = stop_now
+    return stopping
+
+def install_token_redirect():
+    """A page request carrying `?token=` is answered, once the token has logged the browser in (cookie), by a redirect
+    to the same URL without it: the token never reaches a page kernel's environment (Voila passes the request URL as
+    VOILA_REQUEST_URL) nor a later log line."""
+    from urllib.parse import urlencode
+    from voila.handler import VoilaHandler
+    if getattr(VoilaHandler.prepare, "_tl_redirect", False): return
+    orig = VoilaHandler.prepare
+    async def prepare(self):
+        r = orig(self)
+        if r is not None and hasattr(r, "__await__"): await r
+        if self._finished or self.request.method != "GET" or "token" not in self.request.query_arguments: return
+        if self.current_user:
+            q = [(k, v.decode()) for k, vs in self.request.query_arguments.items() if k != "token" for v in vs]
+            self.redirect(self.request.path + ("?" + urlencode(q) if q else ""))
+    prepare._tl_redirect = True
+    VoilaHandler.prepare = prepare
+
+def serve(root: str | Path | None = None, host: str | None = None, port: int | None = None, environ: dict | None = None,
+          stop_timeout: float = 3.0) -> int:
+    """Serve `<root>/dashboards` (root: the project root) with Voila until SIGTERM / SIGINT. Reduces `environ` (default
+    os.environ: the kernels inherit it) to `kernel_environ`, writes a generated token's URL to runs/dashboard/url (0600),
+    keeps the token out of every log line, and guards Voila's websocket against unbounded binary headers."""
+    import tempfile
     env = os.environ if environ is None else environ
     root = Path(root) if root else project_root()
     settings = load_settings(root / "settings.ini", environ=env)
     token, generated = dashboard_token(env)
-    removed = scrub_environ(env)
-    if removed: log.info("dashboard: not passing %s to the dashboard kernels", ", ".join(removed))
+    install_redactor(token)
+    removed = restrict_environ(env)
+    if removed: log.info("dashboard: the page kernels get an allow-listed environment (%d variables withheld)", len(removed))
+    tpl = Path(tempfile.mkdtemp(prefix="tl-voila-"))
+    env["JUPYTER_PATH"] = str(_tl_template(tpl)) + (os.pathsep + env["JUPYTER_PATH"] if env.get("JUPYTER_PATH") else "")
+    install_websocket_guard(); install_token_redirect()
     from voila.app import Voila
     os.chdir(root)
     app = Voila()
     app.initialize(voila_argv(settings, root / "dashboards", token, host, port))
+    red = TokenRedactor(token); app.log.addFilter(red)
+    for h in app.log.handlers: h.addFilter(red)
     hook = identity_hook(settings)
     if hook is not None: app.voila_configuration.prelaunch_hook = hook
     assert app.voila_configuration.http_header_envs == [settings.dashboard.identity_header] and app.voila_configuration.strip_sources
+    _stop_guard(app, stop_timeout)
     h, p = host or settings.dashboard.host, int(port or settings.dashboard.port)
     print(f"dashboards: http://{h}:{p}/voila/render/oversight.ipynb and /voila/render/research.ipynb", flush=True)
-    print(f"  open once with ?token={token if generated else '<TRADING_DASHBOARD_TOKEN>'} (a cookie keeps you logged in)", flush=True)
+    if generated:
+        d = root / "runs" / "dashboard"; d.mkdir(parents=True, exist_ok=True)
+        f = d / "url"; fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh: fh.write(f"http://{h}:{p}/voila/render/oversight.ipynb?token={token}\n")
+        print(f"  open the URL in {f} once (a generated token, readable only by you; a cookie keeps you logged in)", flush=True)
+    else: print("  open once with ?token=<TRADING_DASHBOARD_TOKEN> (a cookie keeps you logged in)", flush=True)
     who = supervisor_identity(settings, {})
     print(f"  supervisor identity: header {settings.dashboard.identity_header}"
           + (f", else '{who}' (dashboard.local_identity)" if who else " required (proxy-only: dashboard.local_identity is empty)"), flush=True)
-    app.start()
+    try: app.start()
+    finally:
+        import shutil
+        shutil.rmtree(tpl, ignore_errors=True)
     return 0
 
 def main(argv=None) -> int:
@@ -88,8 +250,12 @@ def main(argv=None) -> int:
     p.add_argument("--host", default=None, help="bind address (default dashboard.host)")
     p.add_argument("--port", type=int, default=None, help="port (default dashboard.port)")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    return serve(a.root, a.host, a.port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rc = serve(a.root, a.host, a.port)
+    # the loop has stopped and the kernels are down: leave now. Python's own exit would join the server's worker
+    # threads (executors, websocket handlers) and took 5-8 s after a SIGTERM.
+    logging.shutdown(); sys.stdout.flush(); sys.stderr.flush()
+    os._exit(rc)
 
 # %% ../../nbs/oversight/24_server.ipynb #355f3cb4
 if __name__ == "__main__": sys.exit(main())

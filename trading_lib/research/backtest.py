@@ -16,11 +16,11 @@ from ..trading.engine import run_backtest, BacktestResult
 # %% auto #0
 __all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS', 'Fold', 'walk_forward_folds',
            'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix', 'weights_from_scores',
-           'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table', 'write_json',
-           'tracking_gap', 'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials',
-           'load_trials', 'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets',
-           'fast_returns', 'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs',
-           'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines']
+           'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table', 'tracking_gap',
+           'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials', 'load_trials',
+           'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets', 'fast_returns',
+           'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs', 'trial_records',
+           'tracking_report', 'tie_report', 'research_summary_lines']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -271,14 +271,6 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
     return metrics, eq
 
 # %% ../../nbs/research/17_backtest.ipynb #7e637753
-def _jsonable(o):
-    if isinstance(o, (np.floating, float)): return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.integer): return int(o)
-    if isinstance(o, (pd.Timestamp,)): return o.isoformat()
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    return o
-
 def run_metadata(settings: Settings, parameters: dict, timings: dict, data_hash: str, device: str) -> dict:
     import torch, trading_lib
     return dict(code_version=_git_version(), trading_lib=trading_lib.__version__, python=platform.python_version(),
@@ -310,8 +302,8 @@ def summary_table(metrics: dict) -> str:
                       f"Sharpe − 1/N: {o['sharpe_minus_equal_weight']:+.3f} ± {o['sharpe_difference_se']:.3f}"]
     return "\n".join(lines + research_summary_lines(metrics))
 
-def write_json(path, obj):
-    Path(path).write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
+from ..util import jsonable, write_json  # noqa: F401  (write_json: the jobs write metrics.json with it)
+
 
 # %% ../../nbs/research/17_backtest.ipynb #7a965e78
 TRACKING_GAP_THRESHOLD = 0.10  # mean one-way gap in a calendar year above which a run is flagged
@@ -395,7 +387,7 @@ def trial_record(name: str, config: dict, data_hash: str, returns: pd.Series, eq
 def append_trials(path, records: list[dict]) -> Path:
     "Append `records` (one JSON line each, keys sorted) to the ledger at `path` (created with its folder); returns the path."
     p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "a") as f: f.write("".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records))
+    with open(p, "a") as f: f.write("".join(json.dumps(jsonable(r), sort_keys=True) + "\n" for r in records))
     return p
 
 def load_trials(path, data_hash: str | None = None) -> dict:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
 from ..config import PARAMETER_KEYS, Settings, load_settings, project_root
-from .backtest import walk_forward, evaluate, run_metadata, summary_table, write_json, _jsonable
+from .backtest import walk_forward, evaluate, run_metadata, summary_table, write_json
 
 # %% auto #0
 __all__ = ['settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'model_comparison', 'load_forecasts',
