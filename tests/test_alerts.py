@@ -13,7 +13,7 @@ from trading_lib.config import load_settings
 from trading_lib.live.alerts import ALERT_URLS_ENV, Alerter
 from trading_lib.live.approvals import ApprovalQueue
 from trading_lib.live.state import LiveState
-from trading_lib.trading.orders import Order
+from trading_lib.execution.orders import Order
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from fake_alpaca import FakeAlpaca
 from trading_lib.config import BrokerSettings, load_settings
-from trading_lib.trading.orders import Order, OrderState
+from trading_lib.execution.orders import Order, OrderState
 from trading_lib.execution.brokers import (AlpacaBroker, BrokerConfigError, BrokerOrder, BrokerUnavailable, OrderNotCancelable,
                                  OrderNotFound, OrderRejected, OrderStatusUnknown, make_broker, reconcile, Broker)
 

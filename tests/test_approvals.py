@@ -9,7 +9,7 @@ from trading_lib.live.audit import Ledger
 from trading_lib.config import Settings
 from trading_lib.cli import main as cli
 from trading_lib.live.approvals import ApprovalError, ApprovalPolicy, ApprovalQueue, default_ledger_path
-from trading_lib.trading.orders import Order, OrderState
+from trading_lib.execution.orders import Order, OrderState
 from trading_lib.live.state import LiveState, start_embedded
 
 T0 = 1_700_000_000.0

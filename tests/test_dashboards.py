@@ -103,7 +103,7 @@ class ReplayJob(threading.Thread):
 
 def _old_run(st, q):
     "A finished run: its job record ended, one request left pending (nobody can act on it) and one decided."
-    from trading_lib.trading.orders import Order
+    from trading_lib.execution.orders import Order
     st.set_job("old-run", "replay", "simulated", "live")
     for i, d in enumerate(("2019-01-02", "2019-01-03", "2019-01-04")): st.set_job_session(d, 1e6 + 1000 * i)
     olds = [Order.create("old-run", "2019-01-03T00:00:00+00:00", s, "buy", 10820.0) for s in ("XOM", "CVX")]

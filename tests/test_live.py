@@ -11,7 +11,7 @@ from trading_lib.live.audit import Ledger, verify
 from trading_lib.execution.brokers import SimulatedBroker
 from trading_lib.execution.simulated import CostModel
 from trading_lib.live.approvals import ApprovalQueue
-from trading_lib.trading.orders import OrderState
+from trading_lib.execution.orders import OrderState
 from trading_lib.live.trader import LiveTrader
 from trading_lib.trading.engine import run_backtest
 from trading_lib.research.backtest import score_matrix, weights_from_scores

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 
-from trading_lib.trading.orders import (Order, Fill, OrderState, TERMINAL, BROKER_STATUS_MAP, InvalidTransition, OverfillError,
+from trading_lib.execution.orders import (Order, Fill, OrderState, TERMINAL, BROKER_STATUS_MAP, InvalidTransition, OverfillError,
                                 FillConflict, OrderError, apply_broker_status, position_from_fills, client_order_id)
 
 T0 = pd.Timestamp("2024-03-01 20:59:00", tz="UTC")

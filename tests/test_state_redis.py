@@ -8,7 +8,7 @@ import redis
 
 from trading_lib.live.audit import Ledger
 from trading_lib.config import load_settings
-from trading_lib.trading.orders import Order
+from trading_lib.execution.orders import Order
 from trading_lib.trading.risk import TradingState
 from trading_lib.live.state import (LiveState, StateError, StateUnavailable, close_redis, connect_redis, start_embedded,
                                EVENT_KINDS)

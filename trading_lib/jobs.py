@@ -11,7 +11,7 @@ import yaml
 from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, project_root
 
 # %% auto #0
-__all__ = ['EXIT_CODES', 'JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job', 'latest_run',
+__all__ = ['EXIT_CODES', 'JobFailed', 'new_run_id', 'parse_param', 'ParameterError', 'check_parameters', 'run_job',
            'add_run_args', 'run_handler', 'track_run']
 
 # %% ../nbs/25_jobs.ipynb #4c52fbcc
@@ -153,12 +153,8 @@ def run_job(job: str, parameters: dict | None = None, root: str | Path | None = 
     _make_read_only(run_dir)
     return run_dir
 
-def latest_run(job: str, root: str | Path | None = None, require: str = "metrics.json") -> Path:
-    "The newest successful run directory of `job` (one holding `require`); FileNotFoundError when there is none."
-    root = Path(root) if root else project_root()
-    runs = sorted(p for p in (root / "runs" / job).glob("*") if (p / require).exists()) if (root / "runs" / job).exists() else []
-    if not runs: raise FileNotFoundError(f"no successful run of {job!r} under {root / 'runs' / job}; run `trading-lib run {job}` first")
-    return runs[-1]
+from .util import latest_run  # noqa: F401  (the newest successful run; defined with the shared helpers)
+
 
 # %% ../nbs/25_jobs.ipynb #0ece0a91
 def add_run_args(p):

@@ -8,7 +8,7 @@ import importlib, json, os, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['load_object', 'atomic_write_json', 'jsonable', 'write_json']
+__all__ = ['load_object', 'atomic_write_json', 'jsonable', 'write_json', 'latest_run']
 
 # %% ../nbs/00_util.ipynb #54bdde48
 def load_object(spec: str, root=None):
@@ -52,3 +52,14 @@ def jsonable(o):
 def write_json(path, obj) -> Path:
     "Write `jsonable(obj)` to `path` atomically (see `atomic_write_json`)."
     return atomic_write_json(path, jsonable(obj))
+
+# %% ../nbs/00_util.ipynb #524c893c
+def latest_run(job: str, root: str | Path | None = None, require: str = "metrics.json") -> Path:
+    "The newest successful run directory of `job` (one holding `require`); FileNotFoundError when there is none."
+    if root is None:
+        from trading_lib.config import project_root
+        root = project_root()
+    root = Path(root)
+    runs = sorted(p for p in (root / "runs" / job).glob("*") if (p / require).exists()) if (root / "runs" / job).exists() else []
+    if not runs: raise FileNotFoundError(f"no successful run of {job!r} under {root / 'runs' / job}; run `trading-lib run {job}` first")
+    return runs[-1]

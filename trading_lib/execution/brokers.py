@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Protocol, runtime_checkable
 import pandas as pd
 import requests
 from ..config import BrokerSettings, Settings, load_secrets
-from ..trading.orders import Order, OrderState, Fill, BROKER_STATUS_MAP, IN_FLIGHT, TERMINAL, apply_broker_status
+from .orders import Order, OrderState, Fill, BROKER_STATUS_MAP, IN_FLIGHT, TERMINAL, apply_broker_status
 from .simulated import CostModel
 
 log = logging.getLogger(__name__)

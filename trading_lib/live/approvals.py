@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Mapping
 import redis
 from ..config import ApprovalSettings, load_settings
-from ..trading.orders import Order, OrderState
-from .state import (LiveState, StateError, StateUnavailable, _identity, _now_iso, close_redis, connect_redis,
+from ..execution.orders import Order, OrderState
+from .state import (LiveState, StateError, StateUnavailable, current_identity, utc_now_iso, close_redis, connect_redis,
                                embedded_dir)
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,8 @@ class ApprovalRequest:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "order"}
         o = self.order
         d.update(symbol=o.symbol, side=o.side, qty=o.qty, type=o.type, limit_price=o.limit_price,
-                 created_iso=_now_iso(self.created), expires_iso=_now_iso(self.expires_at),
-                 decided_iso=_now_iso(self.decided_at) if self.decided_at is not None else None)
+                 created_iso=utc_now_iso(self.created), expires_iso=utc_now_iso(self.expires_at),
+                 decided_iso=utc_now_iso(self.decided_at) if self.decided_at is not None else None)
         return d
 
 # %% ../../nbs/live/21_approvals.ipynb #2262603e
@@ -138,8 +138,8 @@ class ApprovalQueue:
             status = h["status"]
             if status not in STATUSES: raise ValueError(f"unknown status {status!r}")
             dt = float(h["decided_at"]) if h.get("decided_at") else None
-            at = _now_iso(dt) if dt is not None else None
-            if o.state == OrderState.NEW: o.request_approval(at=_now_iso(float(h["created"])))
+            at = utc_now_iso(dt) if dt is not None else None
+            if o.state == OrderState.NEW: o.request_approval(at=utc_now_iso(float(h["created"])))
             if o.state == OrderState.PENDING_APPROVAL:
                 if status == "approved": o.approve(h["decided_by"], at=at)
                 elif status == "rejected": o.reject(f"supervisor:{h.get('decision_reason') or 'rejected'}", at=at)
@@ -169,7 +169,7 @@ def _submit(self, order: Order, reasons, context: Mapping | None = None) -> Appr
     if not self._submit(keys=[self._key(cid), self._index], args=[repr(now), cid, *flat]):
         return self.get(cid)  # already queued: idempotent
     payload = {"client_order_id": cid, "symbol": order.symbol, "side": order.side, "qty": order.qty, "status": "pending",
-               "reasons": reasons, "context": ctx, "created": _now_iso(now), "expires_at": _now_iso(exp)}
+               "reasons": reasons, "context": ctx, "created": utc_now_iso(now), "expires_at": utc_now_iso(exp)}
     try: rec = self._append(payload)
     except Exception:
         self.r.delete(self._key(cid)); self.r.zrem(self._index, cid); raise
@@ -200,8 +200,8 @@ def _transition(self, cid: str, to: str, who: str, reason: str = "") -> Approval
     req = self.get(cid)
     st = "expired" if out == "expired" else to
     payload = {"client_order_id": cid, "symbol": req.order.symbol, "side": req.order.side, "qty": req.order.qty,
-               "status": st, "by": req.decided_by, "reason": req.decision_reason, "at": _now_iso(now),
-               "expires_at": _now_iso(float(exp))}
+               "status": st, "by": req.decided_by, "reason": req.decision_reason, "at": utc_now_iso(now),
+               "expires_at": utc_now_iso(float(exp))}
     if out == "expired" and to != "expired": payload["attempted_by"], payload["attempted"] = who, to
     try: rec = self._append(payload)
     except Exception as e:
@@ -211,16 +211,16 @@ def _transition(self, cid: str, to: str, who: str, reason: str = "") -> Approval
     if rec is not None: self.r.hset(self._key(cid), "ledger_seq", rec.seq)
     self.state.emit("approval", payload | ({"ledger_seq": rec.seq} if rec else {}), event_id=f"approval:{cid}:{st}")
     if out == "expired" and to != "expired":
-        raise ApprovalError(f"order {cid}: request expired at {_now_iso(float(exp))}; {to} by {who} refused (marked expired)")
+        raise ApprovalError(f"order {cid}: request expired at {utc_now_iso(float(exp))}; {to} by {who} refused (marked expired)")
     return self.get(cid)
 
 def _approve(self, client_order_id: str, who: str) -> ApprovalRequest:
     "pending → approved by `who` (the authenticated supervisor). ApprovalError if not pending, expired or unknown."
-    return self._transition(client_order_id, "approved", _identity(who, "approval: supervisor"))
+    return self._transition(client_order_id, "approved", current_identity(who, "approval: supervisor"))
 
 def _reject(self, client_order_id: str, who: str, reason: str) -> ApprovalRequest:
     "pending → rejected by `who` with a non-empty `reason` (stored; the order's reason becomes 'supervisor:<reason>')."
-    who = _identity(who, "rejection: supervisor")
+    who = current_identity(who, "rejection: supervisor")
     if not isinstance(reason, str) or not reason.strip(): raise ValueError(f"rejection of {client_order_id}: a reason is required")
     return self._transition(client_order_id, "rejected", who, reason.strip())
 
@@ -279,7 +279,7 @@ def _kill_args(p):
 def _who(a, settings=None) -> str:
     "The person named by `--as` (required for every supervisor action: nothing is recorded under a default name)."
     if not a.who: raise ValueError(f"{getattr(a, 'action', 'this action')}: --as NAME is required (every supervisor action names a person)")
-    return _identity(a.who, "--as")
+    return current_identity(a.who, "--as")
 
 def _with_state(a, fn) -> int:
     "Load settings, connect, open the ledger, run fn(settings, redis, ledger) → exit code; report failures clearly."
@@ -301,7 +301,7 @@ def _with_state(a, fn) -> int:
 def _fmt(q: ApprovalRequest) -> str:
     o = q.order
     px = f" @ {o.limit_price}" if o.limit_price is not None else ""
-    dec = f"  {q.status} by {q.decided_by} at {_now_iso(q.decided_at)}" if q.decided_by else f"  expires {_now_iso(q.expires_at)}"
+    dec = f"  {q.status} by {q.decided_by} at {utc_now_iso(q.decided_at)}" if q.decided_by else f"  expires {utc_now_iso(q.expires_at)}"
     return f"{q.client_order_id}  {o.side} {o.qty:g} {o.symbol}{px}  [{q.status}]{dec}\n    reasons: {'; '.join(q.reasons)}"
 
 def _approvals_handler(a) -> int:

@@ -14,7 +14,7 @@ import psutil, redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from ..config import Settings, load_secrets, project_root
-from ..trading.orders import Order
+from ..execution.orders import Order
 from ..trading.risk import TradingState
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'EVENT_KINDS', 'STATE_DOWN', 'StateError', 'StateUnavailable', 'EmbeddedRedis', 'start_embedded',
            'stop_embedded', 'embedded_status', 'embedded_dir', 'connect_redis', 'close_redis', 'redis_add_args',
-           'redis_command', 'Event', 'KillSwitch', 'LiveState', 'state_unavailable_halt']
+           'redis_command', 'utc_now_iso', 'current_identity', 'Event', 'KillSwitch', 'LiveState',
+           'state_unavailable_halt']
 
 # %% ../../nbs/live/20_state.ipynb #266d3c09
 class StateError(RuntimeError):
@@ -374,7 +375,7 @@ def redis_command(a) -> int:
 # %% ../../nbs/live/20_state.ipynb #af8c5b62
 EVENT_KINDS = ("order", "fill", "risk_refusal", "approval", "alert", "state", "kill_switch")
 
-def _now_iso(t: float) -> str: return datetime.fromtimestamp(t, timezone.utc).isoformat()
+def utc_now_iso(t: float) -> str: return datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 def _parse_iso(s: str, what: str) -> float:
     try: dt = datetime.fromisoformat(s)
@@ -388,7 +389,7 @@ def _num(x, what: str) -> float:
     if not math.isfinite(v): raise StateError(f"{what}: must be finite, got {x!r}")
     return v
 
-def _identity(who, what: str = "identity") -> str:
+def current_identity(who, what: str = "identity") -> str:
     "A supervisor/job identity: a non-empty printable string of ≤ 128 characters (checklist F8)."
     if not isinstance(who, str) or not who.strip() or len(who) > 128 or not who.isprintable():
         raise ValueError(f"{what}: an identity is required (a non-empty printable name of ≤ 128 characters), got {who!r}")
@@ -429,7 +430,7 @@ class LiveState:
         Not retried: on an error the caller may re-send with the same `event_id`; readers drop repeats by it."""
         from trading_lib.live.audit import canonical_json
         if kind not in EVENT_KINDS: raise ValueError(f"event kind must be one of {EVENT_KINDS}, got {kind!r}")
-        fields = {"kind": kind, "timestamp": _now_iso(self.clock()), "event_id": event_id or uuid.uuid4().hex,
+        fields = {"kind": kind, "timestamp": utc_now_iso(self.clock()), "event_id": event_id or uuid.uuid4().hex,
                   "data": canonical_json(dict(data))}
         return self.r.xadd(self.key("events"), fields, maxlen=self.stream_maxlen, approximate=True)
 
@@ -470,7 +471,7 @@ def _positions(self) -> dict[str, float]:
 def _set_account(self, cash: float, equity: float):
     "Store cash and equity (currency, finite) with the update time."
     self.r.hset(self.key("account"), mapping={"cash": repr(_num(cash, "cash")), "equity": repr(_num(equity, "equity")),
-                                              "updated_at": _now_iso(self.clock())})
+                                              "updated_at": utc_now_iso(self.clock())})
 
 def _account(self) -> dict:
     "{'cash', 'equity', 'updated_at'}; StateError if never set or unparsable."
@@ -495,7 +496,7 @@ def _open_orders(self) -> dict[str, Order]:
 
 def _set_last_prices(self, prices: Mapping[str, float], timestamp=None):
     "symbol → last trade/close price (currency per share, finite > 0) observed at `timestamp` (UTC ISO / tz-aware; default now)."
-    ts = timestamp if isinstance(timestamp, str) else (timestamp.isoformat() if timestamp is not None else _now_iso(self.clock()))
+    ts = timestamp if isinstance(timestamp, str) else (timestamp.isoformat() if timestamp is not None else utc_now_iso(self.clock()))
     _parse_iso(ts, "last price timestamp")
     m = {}
     for s, p in prices.items():
@@ -515,7 +516,7 @@ def _last_prices(self) -> dict[str, tuple[float, str]]:
 
 def _heartbeat(self, job: str):
     "Record that `job` is alive now (UTC ISO timestamp)."
-    self.r.hset(self.key("heartbeats"), _identity(job, "job name"), _now_iso(self.clock()))
+    self.r.hset(self.key("heartbeats"), current_identity(job, "job name"), utc_now_iso(self.clock()))
 
 def _heartbeat_age(self, job: str) -> float:
     "Seconds since `job`'s last heartbeat (by `clock`); `math.inf` if it never beat."
@@ -545,10 +546,10 @@ LiveState.record_equity, LiveState.equity_history = _record_equity, _equity_hist
 # %% ../../nbs/live/20_state.ipynb #740f4239
 def _set_trading_state(self, state, who: str, reason: str = "") -> TradingState:
     "Store ACTIVE / REDUCING / HALTED; a change (old → new) is recorded in the ledger and the stream as kind 'state'."
-    new = TradingState(state); who = _identity(who, "trading state change: who")
+    new = TradingState(state); who = current_identity(who, "trading state change: who")
     old = self.r.set(self.key("trading_state"), new.value, get=True)
     if old != new.value:
-        self._record("state", {"from": old, "to": new.value, "by": who, "reason": reason, "at": _now_iso(self.clock())})
+        self._record("state", {"from": old, "to": new.value, "by": who, "reason": reason, "at": utc_now_iso(self.clock())})
     return new
 
 def _trading_state(self) -> TradingState | None:
@@ -579,12 +580,12 @@ def _flip_lock(ledger):
         finally: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 def _flip(self, engaged: bool, who, reason) -> KillSwitch:
-    who = _identity(who, f"kill switch {'engage' if engaged else 'release'}: who")
+    who = current_identity(who, f"kill switch {'engage' if engaged else 'release'}: who")
     if not isinstance(reason, str) or not reason.strip(): raise ValueError("kill switch: a reason is required")
     with _flip_lock(self.ledger): return _flip_locked(self, engaged, who, reason)
 
 def _flip_locked(self, engaged: bool, who: str, reason: str) -> KillSwitch:
-    ks = KillSwitch(engaged, who, reason.strip(), _now_iso(self.clock()))
+    ks = KillSwitch(engaged, who, reason.strip(), utc_now_iso(self.clock()))
     payload = {"engaged": engaged, "by": who, "reason": ks.reason, "at": ks.at}
     if engaged:  # Redis first: a failing ledger must not keep the switch off
         err = None
@@ -633,7 +634,7 @@ def _save_breakers(self, run_id: str, snapshot: Mapping, session=None):
     """Persist `TradingStateMachine.snapshot()` of run `run_id` taken at `session` (UTC timestamp): ledger record
     `risk_state` {run_id, session, breakers} first (when this state has a ledger), then Redis `<ns>:live:<run_id>:breakers`."""
     from trading_lib.live.audit import canonical_json
-    payload = {"run_id": _identity(run_id, "run_id"), "session": _parse_ts(session) if session is not None else None,
+    payload = {"run_id": current_identity(run_id, "run_id"), "session": _parse_ts(session) if session is not None else None,
                "breakers": dict(snapshot)}
     text = canonical_json(payload)  # refuses NaN / inf before any write
     if self.ledger is not None: self.ledger.append("risk_state", payload)
@@ -684,9 +685,9 @@ def _job_public(d: Mapping) -> dict:
 def _set_job(self, run_id: str, mode: str, broker: str, job: str = "live") -> dict:
     """Start the run-level record: `run_id` (the job's run id), `mode` ('replay' | 'paper' | 'live'), `broker` (its
     name), `job` (the heartbeat name). Replaces the previous run's record; returns `job()`."""
-    rid = _identity(run_id, "run id")
-    rec = {"run_id": rid, "mode": _identity(mode, "mode"), "broker": _identity(broker, "broker"), "job": _identity(job, "job name"),
-           "started_at": _now_iso(self.clock()), "session": "", "ended": "0", "ended_at": "", "summary": ""}
+    rid = current_identity(run_id, "run id")
+    rec = {"run_id": rid, "mode": current_identity(mode, "mode"), "broker": current_identity(broker, "broker"), "job": current_identity(job, "job name"),
+           "started_at": utc_now_iso(self.clock()), "session": "", "ended": "0", "ended_at": "", "summary": ""}
     p = self.r.pipeline(transaction=True)
     p.delete(self.key("job")); p.hset(self.key("job"), mapping=rec); p.hset(self.key("jobs"), rid, json.dumps(rec, sort_keys=True))
     p.execute()
@@ -707,7 +708,7 @@ def _end_job(self, summary: Mapping | None = None) -> dict:
     "Mark the current job ended now with `summary` (JSON-able dict: e.g. sessions, orders, reconciliation ok); returns `job()`."
     rid = self.r.hget(self.key("job"), "run_id")
     if not rid: raise StateError(f"{self.key('job')}: no job record (set_job first)")
-    self.r.hset(self.key("job"), mapping={"ended": "1", "ended_at": _now_iso(self.clock()),
+    self.r.hset(self.key("job"), mapping={"ended": "1", "ended_at": utc_now_iso(self.clock()),
                                           "summary": json.dumps(dict(summary or {}), sort_keys=True, default=str)})
     rec = self.r.hgetall(self.key("job"))
     self.r.hset(self.key("jobs"), rid, json.dumps(rec, sort_keys=True))

@@ -13,7 +13,7 @@ from ..data.sources import to_panel
 from ..trading.engine import Engine
 from ..trading.strategy import Strategy, ForecastStrategy, as_decision
 from ..trading.risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
-from ..trading.orders import Order, OrderState, IN_FLIGHT, TERMINAL
+from ..execution.orders import Order, OrderState, IN_FLIGHT, TERMINAL
 from ..execution.brokers import (DuplicateClientOrderId, OrderStatusUnknown, OrderRejected, BrokerUnavailable,
                                  OrderNotCancelable, OrderNotFound, reconcile, ReconcileError)
 from .approvals import ApprovalPolicy, ApprovalQueue
@@ -122,7 +122,7 @@ class LiveTrader:
         """This run's in-flight orders and positions as the ledger proves them: the latest `order` record of each
         client_order_id with every `fill` record applied, and positions = Σ signed fills. The ledger is written before
         Redis and before the broker, so it covers a crash at any point; Redis is the dashboards' view."""
-        from trading_lib.trading.orders import Fill
+        from trading_lib.execution.orders import Fill
         last, fills, pos = {}, {}, {}
         for rec in self.ledger.records():
             p = rec.payload

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 import numpy as np, pandas as pd
 from ..config import Settings, load_settings, project_root
-from ..live.state import LiveState, StateError, _identity, connect_redis
+from ..live.state import LiveState, StateError, current_identity, connect_redis
 from ..live.approvals import ApprovalError, ApprovalQueue, default_ledger_path
 from ..live.audit import Ledger, LedgerError, verify
 
@@ -42,7 +42,7 @@ def supervisor_identity(settings: Settings, environ: Mapping | None = None) -> s
     for v in (env.get(header_env_name(settings.dashboard.identity_header)), env.get("JUPYTERHUB_USER"),
               settings.dashboard.local_identity):
         if v:
-            try: return _identity(v)
+            try: return current_identity(v)
             except ValueError:
                 log.warning("dashboard: unusable identity %r: the page is read-only", v[:40]); return None
     return None
@@ -76,7 +76,7 @@ class OversightController:
 
     def _who(self) -> str:
         if self.identity is None: raise PermissionError("no authenticated supervisor on this page: actions are disabled")
-        return _identity(self.identity, "supervisor")
+        return current_identity(self.identity, "supervisor")
 
     def _guard(self, what: str, fn) -> Outcome:
         with self._lock:

@@ -77,7 +77,7 @@ def model_comparison(market, forecasts, labels, settings: Settings) -> pd.DataFr
 
 def load_forecasts(forecasts_from: str = "latest", root=None) -> tuple[pd.DataFrame, Path]:
     "Forecasts of a train run: `latest` (newest successful `runs/train/*`) or a run directory path."
-    from trading_lib.jobs import latest_run
+    from trading_lib.util import latest_run
     d = latest_run("train", root) if forecasts_from == "latest" else Path(forecasts_from)
     p = d / "forecasts.parquet"
     if not p.exists(): raise FileNotFoundError(f"no forecasts.parquet in {d}")
