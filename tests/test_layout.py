@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "trading_lib"
 # lower layers may not import higher ones (research and live never import each other)
 LAYER = {"config": 0, "util": 0, "schedule": 10, "data": 1, "features": 2, "analytics": 3, "models": 4, "portfolio": 5, "trading": 6,
-         "execution": 5.5, "research": 8, "live": 8, "oversight": 9, "jobs": 10, "cli": 10}
+         "execution": 5.5, "rl": 7, "research": 8, "live": 8, "oversight": 9, "jobs": 10, "cli": 10}
 
 
 def modules():

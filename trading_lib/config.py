@@ -15,8 +15,8 @@ __all__ = ['PARAMETER_KEYS', 'DataSettings', 'UniverseSettings', 'FeatureSetting
            'PortfolioSettings', 'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings',
            'ApprovalSettings', 'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings',
            'DashboardSettings', 'is_loopback', 'DriftSettings', 'RetrainSettings', 'TrackingSettings',
-           'ScheduleSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root', 'check_run_id',
-           'load_settings']
+           'ScheduleSettings', 'RLSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root',
+           'check_run_id', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -258,6 +258,22 @@ class ScheduleSettings(_Section):
     misfire_grace_seconds: int = Field(3600, ge=1)  # a run started later than this after its time counts as missed
     _e = field_validator("entries", mode="before")(_csv)
 
+class RLSettings(_Section):
+    "Reinforcement-learning environments over the engine (`trading_lib.rl`) and their agents."
+    window: int = Field(20, ge=1)  # sessions of log returns in the observation
+    return_scale: float = Field(50.0, gt=0)  # observation = log return × return_scale (≈ 1 for a 2 % move) ...
+    obs_clip: float = Field(10.0, gt=0)  # ... clipped to ±obs_clip (the observation space's bounds)
+    episode_length: int = Field(252, ge=2)  # sessions per training episode (random start in the training window)
+    turnover_penalty: float = Field(0.0, ge=0)  # reward −= turnover_penalty × traded notional / equity
+    drawdown_penalty: float = Field(0.0, ge=0)  # reward −= drawdown_penalty × increase of the drawdown (fraction)
+    circuit_breakers: bool = True  # daily-loss / drawdown breakers move the trading state inside the environment
+    agents: list[str] = ["ppo", "a2c", "sac", "dqn"]  # stable-baselines3 algorithms trained per walk-forward fold
+    seeds: list[int] = [0]  # one agent per (algorithm, seed); every one counts as a trial
+    timesteps: int = Field(20_000, ge=1)  # environment steps per agent per fold
+    n_envs: int = Field(4, ge=1)  # vectorised environments (random periods of the training window)
+    ensemble: Literal["best", "sharpe"] = "sharpe"  # per fold: best validation Sharpe, or weights ∝ positive validation Sharpe
+    _a = field_validator("agents", mode="before")(_csv)
+    _s = field_validator("seeds", mode="before")(lambda v: [int(x) for x in _csv(v)])
 
 # %% ../nbs/00_config.ipynb #a468572c
 class Settings(_Section):
@@ -278,6 +294,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     alerts: AlertSettings = AlertSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    rl: RLSettings = RLSettings()
     drift: DriftSettings = DriftSettings()
     retrain: RetrainSettings = RetrainSettings()
     tracking: TrackingSettings = TrackingSettings()
