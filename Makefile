@@ -57,6 +57,8 @@ gates: install prometheus
 	after2="$$(git status --porcelain; git diff | sha1sum)"; \
 	if [ "$$before" != "$$after2" ]; then echo "GATE FAILED: trading_lib/ is out of sync with nbs/; run nbdev-export and commit:"; git status --porcelain; exit 1; fi; \
 	echo "nbdev gates: clean and in sync"
+	$(BIN)/ruff check nbs tests bench
+	$(BIN)/python -m pytest tests/test_layout.py -q -p no:cacheprovider -p no:nbval -k "cycle or flow or private or readme"
 
 nbdev-test: install
 	$(BIN)/nbdev-test --timing

@@ -7,15 +7,20 @@
    TensorRT / CUDA when present (target p99 < 1 ms). Also the whole `predict()` path (pandas in, forecasts frame out).
 Run: taskset -c 0 .venv/bin/python bench/models.py [--threads 1] [--reps 300]
 """
-import argparse, tempfile, time, warnings
+import argparse
+import tempfile
+import time
+import warnings
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+
+import numpy as np
+import pandas as pd
+import torch
 
 warnings.filterwarnings("ignore")
 from trading_lib.models.base import LightGBMForecaster, LSTMForecaster
-from trading_lib.models.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
-                             XGBoostForecaster)
-from trading_lib.models.registry import export_onnx, OnnxServer, ort_providers
+from trading_lib.models.registry import OnnxServer, export_onnx, ort_providers
+from trading_lib.models.zoo import CNNLSTMForecaster, GATForecaster, GRUForecaster, TFTForecaster, TransformerForecaster, XGBoostForecaster
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--threads", type=int, default=1); ap.add_argument("--reps", type=int, default=300)

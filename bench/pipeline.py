@@ -6,18 +6,23 @@
 
 Run with one core to compare with the targets:  taskset -c 0 .venv/bin/python bench/pipeline.py
 """
-import os, sys, time
+import os
+import sys
+import time
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np, pandas as pd
+import numpy as np
+import pandas as pd
 import torch
+
 torch.set_num_threads(1)
 from trading_lib.config import load_settings
-from trading_lib.data.sources import EmbeddedSource, load_market, validate_bars, to_panel
+from trading_lib.data.sources import load_market, to_panel, validate_bars
 from trading_lib.features import compute_features, make_labels, synthetic_bars
 from trading_lib.models.factory import make_forecaster
+from trading_lib.portfolio.weights import rebalance_mask, target_weights
 from trading_lib.research.backtest import walk_forward_folds
 from trading_lib.trading.engine import run_backtest
-from trading_lib.portfolio.weights import target_weights, rebalance_mask
 
 
 def timed(label, fn, n=None, unit="symbol-days"):
@@ -29,7 +34,6 @@ def timed(label, fn, n=None, unit="symbol-days"):
 
 def embedded(settings):
     print("== embedded data (skfolio S&P 500 sample, 20 stocks) ==")
-    src = EmbeddedSource(gate=None) if "gate" in EmbeddedSource.__init__.__code__.co_varnames else EmbeddedSource()
     m = timed("load + validate (load_market)", lambda: load_market(settings))
     n = len(m.bars)
     timed("validate only", lambda: validate_bars(m.bars, settings.data.max_gap_sessions, settings.data.max_abs_return), n)

@@ -5,7 +5,9 @@ positions, working orders and last prices; a second series checks whole 500-orde
 Run: taskset -c 0 .venv/bin/python bench/pretrade.py
 """
 import time
+
 import numpy as np
+
 from trading_lib.config import load_settings
 from trading_lib.trading.risk import PreTradeRisk
 

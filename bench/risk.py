@@ -5,10 +5,13 @@ Asset returns: a synthetic 3-factor covariance (daily vols 1–3%), portfolio we
 drawn in chunks of 20,000 × 500; the 1-day horizon is timed at full size, 10 days at 100,000 paths.
 Run: .venv/bin/python bench/risk.py [--paths 1000000] [--assets 500]
 """
-import argparse, time
+import argparse
+import time
+
 import numpy as np
+
 from trading_lib.analytics.risk_analytics import monte_carlo_var
-from trading_lib.portfolio.optimisation import optimise_window, OPTIMISED_METHODS
+from trading_lib.portfolio.optimisation import OPTIMISED_METHODS, optimise_window
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--paths", type=int, default=1_000_000)
@@ -45,8 +48,8 @@ try:
         monte_carlo_var(w, mu, cov, n_paths=100_000, backend="torch", device="cuda")  # warm-up
         torch.cuda.synchronize()
         timed(f"torch cuda float32 ({dev})", n_paths=P, backend="torch", device="cuda", chunk=200_000)
-        timed(f"torch cuda float64", n_paths=P, backend="torch", device="cuda", chunk=200_000, dtype=torch.float64)
-        timed(f"torch cuda float32", n_paths=P, horizon=10, backend="torch", device="cuda", chunk=50_000)
+        timed("torch cuda float64", n_paths=P, backend="torch", device="cuda", chunk=200_000, dtype=torch.float64)
+        timed("torch cuda float32", n_paths=P, horizon=10, backend="torch", device="cuda", chunk=50_000)
     else:
         print("  (no CUDA device: GPU path not timed)")
 except ImportError:

@@ -1,7 +1,10 @@
 """Speed-up of a sweep on a 2-worker local Ray over the serial sweep (same trials, same results): prints both times.
 Run: python bench/sweep.py [TRIALS]   (make bench)"""
-import sys, time
+import sys
+import time
+
 import pandas as pd
+
 from trading_lib.config import load_settings, project_root
 from trading_lib.data.sources import load_market
 from trading_lib.research.pipeline import build_dataset

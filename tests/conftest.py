@@ -1,5 +1,6 @@
-import os, sys
+import os
 from pathlib import Path
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

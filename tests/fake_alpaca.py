@@ -21,11 +21,15 @@ Usage:
         broker = AlpacaBroker(settings, environ=KEYS, url_override=fake.url)
 """
 from __future__ import annotations
-import json, threading, time, uuid
+
+import json
+import threading
+import time
+import uuid
 from collections import defaultdict, deque
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse, parse_qs
+from urllib.parse import parse_qs, urlparse
 
 OPEN_STATUSES = {"new", "accepted", "pending_new", "partially_filled", "accepted_for_bidding", "held", "calculated",
                  "done_for_day", "pending_cancel", "pending_replace", "stopped", "suspended"}

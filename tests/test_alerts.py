@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from trading_lib.config import load_settings
+from trading_lib.execution.orders import Order
 from trading_lib.live.alerts import ALERT_URLS_ENV, Alerter
 from trading_lib.live.approvals import ApprovalQueue
 from trading_lib.live.state import LiveState
-from trading_lib.execution.orders import Order
 
 
 @pytest.fixture

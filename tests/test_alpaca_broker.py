@@ -2,16 +2,28 @@
 injection): idempotent submit under 429 / 5xx / 504-after-accept / timeout-after-accept / duplicate-id refusal,
 bounded timeouts, no SDK re-POST, paper/live start-up checks, keys never logged, and reconcile with external orders.
 Run: .venv/bin/python -m pytest -p no:nbval tests/test_alpaca_broker.py -q"""
-import logging, time
+import logging
+import time
 
 import pandas as pd
 import pytest
-
 from fake_alpaca import FakeAlpaca
+
 from trading_lib.config import BrokerSettings, load_settings
+from trading_lib.execution.brokers import (
+    AlpacaBroker,
+    Broker,
+    BrokerConfigError,
+    BrokerOrder,
+    BrokerUnavailable,
+    OrderNotCancelable,
+    OrderNotFound,
+    OrderRejected,
+    OrderStatusUnknown,
+    make_broker,
+    reconcile,
+)
 from trading_lib.execution.orders import Order, OrderState
-from trading_lib.execution.brokers import (AlpacaBroker, BrokerConfigError, BrokerOrder, BrokerUnavailable, OrderNotCancelable,
-                                 OrderNotFound, OrderRejected, OrderStatusUnknown, make_broker, reconcile, Broker)
 
 KEY, SECRET = "PKFAKEKEY7Q2W9", "fake-secret-do-not-log-93kd"
 KEYS = {"ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET}

@@ -1,14 +1,24 @@
 """AlpacaSource against a local HTTP server that answers GET /v2/stocks/bars in Alpaca's documented shape
 (https://docs.alpaca.markets/reference/stockbars), through the real alpaca-py client.
 Run: .venv/bin/python -m pytest -p no:nbval tests/test_alpaca_data.py -q"""
-import json, threading
+import json
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse, parse_qs
+from urllib.parse import parse_qs, urlparse
 
-import numpy as np, pandas as pd, pytest
+import numpy as np
+import pandas as pd
+import pytest
 
-from trading_lib.data.sources import (AlpacaSource, AlpacaCredentialsError, CachedSource, DataValidationError, ParquetStore,
-                              BAR_COLUMNS, INDEX_NAMES)
+from trading_lib.data.sources import (
+    BAR_COLUMNS,
+    INDEX_NAMES,
+    AlpacaCredentialsError,
+    AlpacaSource,
+    CachedSource,
+    DataValidationError,
+    ParquetStore,
+)
 
 KEYS = {"ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "test-secret-456"}
 

@@ -1,15 +1,18 @@
 """Approval queue and supervisor CLI (trading_lib.live.approvals): racing approvals (exactly one wins, threads and
 processes), expiry on a fake clock, identity in the ledger, ledger failure, and `trading-lib approvals` /
 `trading-lib kill-switch` run in-process (reliability.md checklist F2, F7, F8, G6)."""
-import json, multiprocessing as mp, threading, time
+import json
+import multiprocessing as mp
+import threading
+import time
 
 import pytest
 
-from trading_lib.live.audit import Ledger
-from trading_lib.config import Settings
 from trading_lib.cli import main as cli
-from trading_lib.live.approvals import ApprovalError, ApprovalPolicy, ApprovalQueue, default_ledger_path
+from trading_lib.config import Settings
 from trading_lib.execution.orders import Order, OrderState
+from trading_lib.live.approvals import ApprovalError, ApprovalPolicy, ApprovalQueue, default_ledger_path
+from trading_lib.live.audit import Ledger
 from trading_lib.live.state import LiveState, start_embedded
 
 T0 = 1_700_000_000.0
@@ -119,6 +122,7 @@ def test_thread_race_exactly_one_wins(env):
 
 def _proc_approve(sock, ledger_path, cid, i, start_at, out):
     import redis as _r
+
     from trading_lib.live.state import _no_retry_kwargs
     q = ApprovalQueue(_r.Redis(unix_socket_path=sock, **_no_retry_kwargs(5, 2)), Ledger(ledger_path), 300, clock=lambda: T0)
     while time.time() < start_at: pass

@@ -1,16 +1,38 @@
 """The audit ledger, both stores (SQLite, the default, and JSON lines): chain verification under tampering, reopen, NaN
 refusal, torn tails, a process killed mid-append, write failures, concurrent appends (reliability.md checklist G1-G5,
 G7), and `trading-lib audit verify PATH` exit codes."""
-import hashlib, json, multiprocessing as mp, os, signal, sqlite3, subprocess, sys, tempfile, threading, time
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, HealthCheck, strategies as st
-
-from trading_lib.live.audit import (Ledger, SqliteLedger, Record, verify, record_hash, canonical_json, GENESIS, LedgerError,
-                               LedgerCorrupt, CanonicalJSONError)
 from conftest import ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trading_lib.live.audit import (
+    GENESIS,
+    CanonicalJSONError,
+    Ledger,
+    LedgerCorrupt,
+    LedgerError,
+    Record,
+    SqliteLedger,
+    canonical_json,
+    record_hash,
+    verify,
+)
 
 STORES = ["ledger.sqlite", "ledger.jsonl"]
 
@@ -345,7 +367,8 @@ def test_sqlite_byte_flip_in_the_file(tmp_path):
     "A flipped byte inside a record's stored text, edited in the database file itself, is named at that record's seq."
     led = make(tmp_path, 6, "l.sqlite")
     del led
-    import gc; gc.collect()
+    import gc
+    gc.collect()
     _sql(tmp_path / "l.sqlite", "PRAGMA wal_checkpoint(TRUNCATE)")
     good = (tmp_path / "l.sqlite").read_bytes()
     rec2 = Record.from_line(next(r for r in Ledger(tmp_path / "l.sqlite").records() if r.seq == 2).to_line()).to_line().encode()

@@ -3,10 +3,13 @@ that could never restart). A short replay is killed (os._exit, as SIGKILL) right
 every k = 1..K, and right after the broker accepted its k-th order, for every k; each time it is restarted with the same
 run_id. Every restart completes; no client_order_id reaches the broker twice; the ledger's positions equal the
 broker's; the audit chain verifies; the final equity equals an uninterrupted run's."""
-import multiprocessing as mp, os
+import multiprocessing as mp
+import os
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, MarketData, to_panel
 from trading_lib.execution.brokers import SimulatedBroker

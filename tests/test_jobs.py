@@ -1,11 +1,14 @@
 """The scheduled jobs end to end through papermill on a short window of the embedded data: outputs, immutability,
 failure reporting, determinism."""
-import json, os, stat, subprocess, sys
-from pathlib import Path
+import json
+import os
+import stat
+
 import pandas as pd
 import pytest
-from trading_lib.jobs import run_job, JobFailed
+
 from trading_lib.cli import main
+from trading_lib.jobs import JobFailed, run_job
 
 SMALL = dict(symbols=["AAPL", "MSFT", "JPM", "XOM", "KO", "PFE"], start="2000-01-01", end="2012-12-31",
              test_start="2010-01-01", lstm_epochs=1, lgbm_n_estimators=40)
@@ -15,6 +18,7 @@ SMALL = dict(symbols=["AAPL", "MSFT", "JPM", "XOM", "KO", "PFE"], start="2000-01
 def train_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("proj")
     import shutil
+
     from conftest import ROOT
     shutil.copy(ROOT / "settings.ini", root / "settings.ini"); shutil.copytree(ROOT / "scheduled", root / "scheduled")
     a = run_job("train", dict(SMALL), root=root, progress=False)

@@ -1,8 +1,12 @@
 """The architecture as a tested property: no import cycle among trading_lib's modules (lazy, function-level imports
 included), dependencies flowing one way between the domain packages, no private name imported from another module,
 every module in the README's module map, and saved models loadable whatever was imported before."""
-import ast, re, subprocess, sys, textwrap
+import ast
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

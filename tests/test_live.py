@@ -1,20 +1,26 @@
 """The live loop: research-to-live parity, crash and restart without a second order, the kill switch, and a
 supervisor's approval through the command line while a replay waits."""
-import json, os, subprocess, sys, textwrap, threading, time
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
-import numpy as np, pandas as pd
-import pytest
+
+import numpy as np
+import pandas as pd
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, MarketData, to_panel
-from trading_lib.live.state import connect_redis, close_redis, LiveState
-from trading_lib.live.audit import Ledger, verify
 from trading_lib.execution.brokers import SimulatedBroker
+from trading_lib.execution.orders import OrderState
 from trading_lib.execution.simulated import CostModel
 from trading_lib.live.approvals import ApprovalQueue
-from trading_lib.execution.orders import OrderState
+from trading_lib.live.audit import Ledger, verify
+from trading_lib.live.state import LiveState, close_redis, connect_redis
 from trading_lib.live.trader import LiveTrader
-from trading_lib.trading.engine import run_backtest
 from trading_lib.research.backtest import score_matrix, weights_from_scores
+from trading_lib.trading.engine import run_backtest
 
 SYMS = ["AAPL", "JPM", "KO", "XOM", "PFE", "MSFT"]
 

@@ -1,13 +1,15 @@
 """The live loop against Alpaca's trading API (the real alpaca-py client, a local fake server): one session sends one
 order per symbol even when the broker answers 504 after accepting, reconciliation reports orders we did not create."""
 from pathlib import Path
+
 import pytest
 from fake_alpaca import FakeAlpaca
-from test_live import market_and_forecasts, settings_for, SYMS
-from trading_lib.live.state import connect_redis, close_redis, LiveState
-from trading_lib.live.audit import Ledger
-from trading_lib.live.approvals import ApprovalQueue
+from test_live import market_and_forecasts, settings_for
+
 from trading_lib.execution.brokers import AlpacaBroker, ReconcileError
+from trading_lib.live.approvals import ApprovalQueue
+from trading_lib.live.audit import Ledger
+from trading_lib.live.state import LiveState, close_redis, connect_redis
 from trading_lib.live.trader import LiveTrader
 
 KEYS = {"ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "not-a-real-secret"}

@@ -1,7 +1,8 @@
 """No look-ahead, end to end: change every bar after a date and check that every feature and every out-of-sample
 forecast up to that date is unchanged (while later ones do change, so the test can fail)."""
-import numpy as np, pandas as pd
-import pytest
+import numpy as np
+import pandas as pd
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, validate_bars
 from trading_lib.features import compute_features, make_labels

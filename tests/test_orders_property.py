@@ -2,13 +2,28 @@
 
 Random event sequences — local actions, broker statuses (known and unknown), fills (with duplicate deliveries,
 conflicting re-reports and overfills) — are applied to one order; invariants are checked after every step."""
-import json, math
+import json
+import math
+
 import pandas as pd
 import pytest
-from hypothesis import given, settings, HealthCheck, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from trading_lib.execution.orders import (Order, Fill, OrderState, TERMINAL, BROKER_STATUS_MAP, InvalidTransition, OverfillError,
-                                FillConflict, OrderError, apply_broker_status, position_from_fills, client_order_id)
+from trading_lib.execution.orders import (
+    BROKER_STATUS_MAP,
+    TERMINAL,
+    Fill,
+    FillConflict,
+    InvalidTransition,
+    Order,
+    OrderError,
+    OrderState,
+    OverfillError,
+    apply_broker_status,
+    client_order_id,
+    position_from_fills,
+)
 
 T0 = pd.Timestamp("2024-03-01 20:59:00", tz="UTC")
 KNOWN = sorted(BROKER_STATUS_MAP)

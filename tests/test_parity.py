@@ -2,20 +2,23 @@
 targeting, and for a strategy and a forecaster of a researcher's own (named module:Class), a replay through the live
 shell (Redis, ledger, approvals, the journalled simulated broker) makes the same orders and fills, so the same equity
 path, as the backtest over the same window."""
-import sys, textwrap
+import textwrap
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, MarketData, to_panel
-from trading_lib.live.state import connect_redis, close_redis, LiveState
-from trading_lib.live.audit import Ledger, verify
 from trading_lib.execution.brokers import SimulatedBroker
 from trading_lib.execution.simulated import CostModel
 from trading_lib.live.approvals import ApprovalQueue
+from trading_lib.live.audit import Ledger, verify
+from trading_lib.live.state import LiveState, close_redis, connect_redis
 from trading_lib.live.trader import LiveTrader
 from trading_lib.trading.engine import run_backtest
-from trading_lib.trading.strategy import ForecastStrategy, PORTFOLIO_METHODS, make_strategy
+from trading_lib.trading.strategy import PORTFOLIO_METHODS, ForecastStrategy, make_strategy
 
 SYMS = ["AAPL", "JPM", "KO", "XOM", "PFE", "MSFT", "WMT", "CVX"]
 START, END = "2019-04-01", "2019-06-28"  # the traded window; history from 2018 feeds covariances and GARCH
@@ -106,8 +109,8 @@ USER_MODULE = textwrap.dedent('''
 def test_user_strategy_and_forecaster_by_module_name(tmp_path, market):
     """A researcher's own strategy and forecaster in a module of the project directory, named module:Class, run in the
     backtest and in a replay with the same result; the forecaster's forecasts drive the forecast strategy."""
-    from trading_lib.models.factory import make_forecaster
     from trading_lib.features import compute_features, make_labels
+    from trading_lib.models.factory import make_forecaster
     md, fc, close = market
     (tmp_path / "my_research.py").write_text(USER_MODULE)
     s = settings_for(tmp_path)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import psutil
 
-from trading_lib.config import load_settings
 from trading_lib.cli import main
+from trading_lib.config import load_settings
+from trading_lib.execution.orders import Order
 from trading_lib.live.approvals import ApprovalQueue
 from trading_lib.live.audit import Ledger
 from trading_lib.live.state import LiveState, close_redis, connect_redis, start_embedded
-from trading_lib.execution.orders import Order
 
 ROUNDS = 50
 

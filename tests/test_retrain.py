@@ -2,16 +2,19 @@
 promoted, a worse one is kept out; registry, audit ledger and summary record it), and a drift injected into one
 feature is detected and starts the real retrain job through papermill."""
 import json
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import load_market
-from trading_lib.research.pipeline import build_dataset
+from trading_lib.jobs import run_job
+from trading_lib.live.audit import Ledger, verify
 from trading_lib.models.base import LightGBMForecaster
 from trading_lib.models.registry import ModelRegistry
-from trading_lib.live.audit import Ledger, verify
-from trading_lib.research.retrain import Candidate, retrain, decision_summary, monitor_model, act_on_drift
-from trading_lib.jobs import run_job
+from trading_lib.research.pipeline import build_dataset
+from trading_lib.research.retrain import Candidate, act_on_drift, decision_summary, monitor_model, retrain
 
 SYMS = ["AAPL", "MSFT", "JPM", "XOM", "KO", "PFE"]
 START, END = "2003-01-01", "2009-12-31"

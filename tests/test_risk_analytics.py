@@ -1,15 +1,19 @@
 """Portfolio optimisation and risk analytics against reference implementations (skfolio, arch, scipy closed forms),
 no look-ahead, and the timing of an 18-year weekly HRP backtest."""
-import json, time
-import numpy as np, pandas as pd
+import json
+import time
+
+import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
+
+from trading_lib.analytics import risk_analytics as RA
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource
-from trading_lib.research.backtest import weights_from_scores, expected_return_matrix
-from trading_lib.trading.engine import run_backtest
 from trading_lib.portfolio import optimisation as O
-from trading_lib.analytics import risk_analytics as RA
+from trading_lib.research.backtest import weights_from_scores
+from trading_lib.trading.engine import run_backtest
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +27,9 @@ def spx():
 
 
 def test_hrp_matches_skfolio_direct(close):
+    from skfolio.moments import LedoitWolf
     from skfolio.optimization import HierarchicalRiskParity
     from skfolio.prior import EmpiricalPrior
-    from skfolio.moments import LedoitWolf
     dates = close.index[[3000, 5000, 7000]]
     W = O.optimised_weights(close, "hrp", dates, cov_window=252)
     R = close.pct_change(fill_method=None)

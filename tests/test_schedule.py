@@ -2,8 +2,9 @@
 weekly run to the week's last session, reports runs that did not happen, and its APScheduler jobs fire on sessions."""
 import datetime as dt
 import subprocess
+
 from trading_lib.config import load_settings
-from trading_lib.schedule import planned_runs, parse_entry, History, missed_runs, report_missed, run_entry, build_scheduler, sessions
+from trading_lib.schedule import History, build_scheduler, missed_runs, parse_entry, planned_runs, report_missed, run_entry, sessions
 
 
 def test_holidays_and_weekends_have_no_runs():

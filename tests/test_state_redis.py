@@ -1,17 +1,21 @@
 """Redis live state (trading_lib.live.state): embedded server persistence across clean and kill -9 restarts, no automatic
 retries, fail-closed `can_trade` (reliability.md checklist E1, E3, E4, E5, H1, H3, H4), kill-switch records in the
 ledger, and the event stream."""
-import json, math, os, signal, subprocess, sys, time
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import redis
 
-from trading_lib.live.audit import Ledger
 from trading_lib.config import load_settings
 from trading_lib.execution.orders import Order
+from trading_lib.live.audit import Ledger
+from trading_lib.live.state import EVENT_KINDS, LiveState, StateError, StateUnavailable, close_redis, connect_redis, start_embedded
 from trading_lib.trading.risk import TradingState
-from trading_lib.live.state import (LiveState, StateError, StateUnavailable, close_redis, connect_redis, start_embedded,
-                               EVENT_KINDS)
 
 
 @pytest.fixture

@@ -1,17 +1,25 @@
 """Issue 14: a real MLflow tracking server started on 127.0.0.1 receives a retrain run's parameters, metrics (by gate,
 horizon and model), artefacts and code version through `trading-lib run`'s tracking step, and the registry's
 champion / challenger as MLflow registered-model aliases."""
-import os, signal, socket, subprocess, sys, time, urllib.request
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+
 import pandas as pd
 import pytest
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import load_market
+from trading_lib.jobs import track_run
 from trading_lib.models.base import LightGBMForecaster
 from trading_lib.models.registry import ModelRegistry
 from trading_lib.research.pipeline import build_dataset
 from trading_lib.research.retrain import run_retrain_stage
-from trading_lib.jobs import track_run
 
 SYMS = "AAPL,MSFT,JPM,XOM,KO,PFE"
 

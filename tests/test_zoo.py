@@ -1,12 +1,23 @@
 """Model zoo, registry and serving (CPU, small sizes): shapes and no NaN, save→load identity, ONNX parity,
 registry schema mismatch, checkpoint rotation, ensemble isolation from test-period labels."""
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np
+import pandas as pd
+import pytest
+import torch
 
-from trading_lib.models.base import Forecaster, LightGBMForecaster, LSTMForecaster
+from trading_lib.models.base import Forecaster, LightGBMForecaster
 from trading_lib.models.factory import make_forecaster
-from trading_lib.models.zoo import (GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster, GATForecaster,
-                             XGBoostForecaster, EnsembleForecaster, TunedForecaster)
-from trading_lib.models.registry import ModelRegistry, SchemaMismatchError, OnnxServer, export_onnx, data_hash
+from trading_lib.models.registry import ModelRegistry, OnnxServer, SchemaMismatchError, data_hash, export_onnx
+from trading_lib.models.zoo import (
+    CNNLSTMForecaster,
+    EnsembleForecaster,
+    GATForecaster,
+    GRUForecaster,
+    TFTForecaster,
+    TransformerForecaster,
+    TunedForecaster,
+    XGBoostForecaster,
+)
 
 HS = [1, 5, 20, 60]
 

@@ -4,15 +4,26 @@
 
 # %% ../nbs/40_cli.ipynb #16d45a38
 from __future__ import annotations
-import argparse, os, sys
+
+import argparse
+import os
+import sys
+
 from .config import SettingsError
+from .data.sources import add_args as data_add_args
+from .data.sources import handler as data_handler
 from .jobs import add_run_args, run_handler
-from .data.sources import add_args as data_add_args, handler as data_handler
-from .live.approvals import (approvals_add_args, approvals_handler, kill_add_args, kill_handler,
-                                        trading_state_add_args, trading_state_handler)
+from trading_lib.live.approvals import (
+    approvals_add_args,
+    approvals_handler,
+    kill_add_args,
+    kill_handler,
+    trading_state_add_args,
+    trading_state_handler,
+)
 from .live.audit import audit_add_args, audit_handler
 from .live.state import redis_add_args, redis_command
-from .schedule import add_schedule_args, schedule_handler, add_monitor_args, monitor_handler
+from .schedule import add_monitor_args, add_schedule_args, monitor_handler, schedule_handler
 
 # %% auto #0
 __all__ = ['COMMANDS', 'parser', 'main']

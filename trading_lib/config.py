@@ -4,10 +4,15 @@
 
 # %% ../nbs/00_config.ipynb #f69b7a36
 from __future__ import annotations
-import configparser, ipaddress, os, re
+
+import configparser
+import ipaddress
+import os
+import re
+from datetime import date
 from pathlib import Path
 from typing import Literal
-from datetime import date
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 # %% auto #0
@@ -405,7 +410,8 @@ def _read_ini(path: Path) -> configparser.ConfigParser:
         def _text(line):  # Python < 3.12 stores repr(line)
             line = str(line)
             if line[:1] in "'\"":
-                import ast; line = ast.literal_eval(line)
+                import ast
+                line = ast.literal_eval(line)
             return line.strip()
         bad = "; ".join(f"{path}:{n}: not `key = value`: {_text(line)!r}" for n, line in e.errors)
         raise SettingsError(bad) from None

@@ -5,7 +5,9 @@ cross-sectional ranks and z-scores, market and VIX features; forward-return labe
 
 # %% ../nbs/02_features.ipynb #346702da
 from __future__ import annotations
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import talib
 
 # %% auto #0
@@ -266,7 +268,7 @@ def compute_features(bars: pd.DataFrame, benchmark: pd.Series, vix: pd.Series | 
     cs_inputs = {name for _, name in _CS}; keep = {}
     def put(k, a):
         p.long_into(out[col[k]], a)
-        if k in cs_inputs: keep[k] = a
+        if k in cs_inputs: keep[k] = a  # noqa: F821  (defined above; `del keep` after the closure confuses the check)
     _symbol_features(C, bv / _lag(bv, 1) - 1.0, beta_window, put)
     for k, name in _CS: put(f"{k}_{name}", (_cs_rank if k == "cs_rank" else _cs_z)(keep[name]))
     del keep

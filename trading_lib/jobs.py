@@ -4,10 +4,18 @@
 
 # %% ../nbs/25_jobs.ipynb #328e04d4
 from __future__ import annotations
-import argparse, json, os, re, secrets as _secrets, stat, sys, time
+
+import json
+import re
+import secrets as _secrets
+import stat
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+
 import yaml
+
 from .config import PARAMETER_KEYS, SettingsError, check_run_id, load_settings, project_root
 
 # %% auto #0
@@ -189,8 +197,8 @@ def track_run(job: str, run_dir: Path) -> int:
     s = load_settings()
     if not s.tracking.enabled: return 0
     try:
-        from trading_lib.research.tracking import log_job_run, mirror_aliases, tracking_uri
         from trading_lib.models.registry import ModelRegistry
+        from trading_lib.research.tracking import log_job_run, mirror_aliases, tracking_uri
         uri = tracking_uri(settings=s)
         rid = log_job_run(job, run_dir, uri, experiment_prefix=s.tracking.experiment_prefix)
         m = json.loads((Path(run_dir) / "metrics.json").read_text())

@@ -4,11 +4,18 @@
 
 # %% ../nbs/32_schedule.ipynb #eabc3ea6
 from __future__ import annotations
-import json, re, subprocess, sys
+
+import json
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
-from datetime import datetime, time as dtime, timezone
+from datetime import datetime, timezone
+from datetime import time as dtime
 from pathlib import Path
+
 import pandas as pd
+
 from .config import Settings, load_settings, project_root
 
 # %% auto #0
@@ -66,6 +73,7 @@ def planned_runs(start, end, settings: Settings | None = None) -> pd.DataFrame:
 
 # %% ../nbs/32_schedule.ipynb #868bad4a
 from apscheduler.triggers.base import BaseTrigger
+
 
 class SessionTrigger(BaseTrigger):
     "APScheduler trigger firing `entry` at its local time on the sessions of the settings' calendar (its frequency)."
@@ -125,9 +133,9 @@ def run_entry(entry: Entry, planned, root: str | Path, history: History, runner=
 def build_scheduler(settings: Settings, root: str | Path, blocking: bool = True, runner=subprocess.run):
     """An APScheduler scheduler with one job per entry (`SessionTrigger`, one instance at a time, misfire grace from
     the settings) and a listener that records runs it missed. Not started."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
-    from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.events import EVENT_JOB_MISSED
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
     hist = History(root)
     sch = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=settings.schedule.timezone)
     for e in (parse_entry(x) for x in settings.schedule.entries):
@@ -147,7 +155,8 @@ def planned_at(entry: Entry, settings: Settings, now=None) -> pd.Timestamp:
 
 # %% ../nbs/32_schedule.ipynb #a1b2c3d5
 from .models.registry import ModelRegistry
-from .research.retrain import monitor_model, act_on_drift
+from .research.retrain import act_on_drift, monitor_model
+
 
 def add_monitor_args(p):
     "Arguments of `trading-lib monitor`."
@@ -160,10 +169,10 @@ def monitor_handler(a) -> int:
     "Run `trading-lib monitor`: 0 = no drift, 3 = drift (an alert through `live.alerts`, retrain started unless --no-trigger), 2 = nothing to monitor."
     from trading_lib.config import load_settings, project_root
     from trading_lib.data.sources import load_market
-    from trading_lib.research.pipeline import build_dataset
     from trading_lib.jobs import run_job
-    from trading_lib.live.audit import Ledger
     from trading_lib.live.alerts import Alerter
+    from trading_lib.live.audit import Ledger
+    from trading_lib.research.pipeline import build_dataset
     settings = load_settings(); root = project_root()
     reg = ModelRegistry(a.registry or root / "runs" / "registry")
     names = [n for n in (a.model or settings.models.names) if "champion" in reg.aliases(n)]

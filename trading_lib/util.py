@@ -4,7 +4,11 @@
 
 # %% ../nbs/00_util.ipynb #262f58e0
 from __future__ import annotations
-import importlib, json, os, sys
+
+import importlib
+import json
+import os
+import sys
 from pathlib import Path
 
 # %% auto #0
@@ -40,7 +44,8 @@ def atomic_write_json(path, obj, fsync: bool = True) -> Path:
 # %% ../nbs/00_util.ipynb #1ff24823
 def jsonable(o):
     "`o` with NumPy scalars as Python numbers, non-finite floats as None, timestamps as ISO strings (recursively)."
-    import numpy as np, pandas as pd
+    import numpy as np
+    import pandas as pd
     if isinstance(o, (np.floating, float)): return None if not np.isfinite(o) else float(o)
     if isinstance(o, np.integer): return int(o)
     if isinstance(o, np.bool_): return bool(o)

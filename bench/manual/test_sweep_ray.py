@@ -2,7 +2,9 @@
 address there): a sweep run as Ray tasks on a 2-worker local Ray equals the serial sweep, trial for trial.
 Run: .venv/bin/python -m pytest bench/manual/test_sweep_ray.py"""
 from pathlib import Path
+
 import pandas as pd
+
 from trading_lib.config import load_settings
 from trading_lib.data.sources import load_market
 from trading_lib.research.pipeline import build_dataset

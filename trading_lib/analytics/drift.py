@@ -4,9 +4,13 @@
 
 # %% ../../nbs/analytics/28_drift.ipynb #e45900b4
 from __future__ import annotations
+
 from dataclasses import dataclass, field
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 from scipy import stats
+
 from ..config import DriftSettings
 
 # %% auto #0

@@ -4,8 +4,11 @@
 
 # %% ../../nbs/analytics/03_metrics.ipynb #d5a8fe0a
 from __future__ import annotations
+
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 from scipy import stats
 
 # %% auto #0
@@ -383,7 +386,9 @@ def html_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, t
     naive dates). Returns the path."""
     import logging
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # QuantStats asks for Arial, which may be absent
-    import quantstats as qs, warnings
+    import warnings
+
+    import quantstats as qs
     r, b = _as_returns(returns, "returns"), _as_returns(benchmark, "benchmark")
     if not r.index.equals(b.index): raise ValueError("returns and benchmark must cover the same dates")
     naive = lambda s: s.tz_localize(None) if getattr(s.index, "tz", None) is not None else s

@@ -4,8 +4,12 @@
 
 # %% ../../nbs/analytics/04_risk_analytics.ipynb #34c712f4
 from __future__ import annotations
-import math, warnings
-import numpy as np, pandas as pd
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
 from scipy import stats
 
 # %% auto #0
@@ -382,7 +386,7 @@ def risk_report(returns, weights: pd.Series | None = None, close: pd.DataFrame |
     return rep, fig
 
 def _report_figure(r, rep, backtest_window, garch_window):
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw=dict(width_ratios=[2, 1]))
     ax[0].plot(r.index, r.to_numpy(), lw=0.5, color="0.5", label="daily return")
     if len(r) > backtest_window + 20:

@@ -4,12 +4,20 @@
 
 # %% ../../nbs/data/01_sources.ipynb #9a21f031
 from __future__ import annotations
-import hashlib, json, os, functools, warnings
+
+import functools
+import hashlib
+import json
+import os
+import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import version as _pkg_version
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from ..config import Settings, load_secrets, load_settings, project_root
 
 # %% auto #0
@@ -450,7 +458,7 @@ def _embedded_raw(dataset: str):
                      first=str(p.index[0].date()), last=str(p.index[-1].date()))
         return bars_from_wide(p, prov)
     if dataset == "indices":
-        from arch.data import sp500, nasdaq
+        from arch.data import nasdaq, sp500
         frames = []
         for sym, mod in (("SP500", sp500), ("NASDAQ", nasdaq)):
             d = mod.load()
@@ -514,7 +522,8 @@ class EmbeddedSource(_Gated):
 _META = b"trading_lib"
 
 def _write_parquet(df: pd.DataFrame, path: Path, meta: dict):
-    import pyarrow as pa, pyarrow.parquet as pq
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     if "corporate_actions" in df.attrs:  # kept in our own metadata (as strings), not in pandas' attrs copy
         df = df.copy(deep=False); df.attrs = {k: v for k, v in df.attrs.items() if k != "corporate_actions"}
     table = pa.Table.from_pandas(df, preserve_index=True)
@@ -654,9 +663,9 @@ class AlpacaSource(_Gated):
     def bars(self, symbols=None, start=None, end=None) -> pd.DataFrame:
         if _all(symbols) or not symbols: raise ValueError("AlpacaSource.bars needs an explicit list of symbols (not 'all')")
         client = self._client()
+        from alpaca.data.enums import Adjustment
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame
-        from alpaca.data.enums import Adjustment
         lo, hi = _ts(start) or _ts(self.DEFAULT_START), _ts(end)
         req = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=TimeFrame.Day, start=lo.to_pydatetime(),
                                end=None if hi is None else (hi + pd.Timedelta(days=1)).to_pydatetime(),  # bars stamp 04/05:00Z
@@ -849,6 +858,7 @@ def add_args(p):
 def handler(a) -> int:
     "Run `trading-lib data ...`: exit 0 = clean (and imported), 1 = problems (printed one a line), 2 = unreadable file or settings."
     import sys
+
     from trading_lib.config import SettingsError
     try:
         settings = load_settings()

@@ -4,14 +4,21 @@
 
 # %% ../../nbs/execution/16_brokers.ipynb #71e5a3d9
 from __future__ import annotations
-import json, logging, math, os, time, uuid
-from dataclasses import dataclass, field, asdict
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, runtime_checkable
+
 import pandas as pd
 import requests
+
 from ..config import BrokerSettings, Settings, load_secrets
-from .orders import Order, OrderState, Fill, BROKER_STATUS_MAP, IN_FLIGHT, TERMINAL, apply_broker_status
+from .orders import BROKER_STATUS_MAP, IN_FLIGHT, TERMINAL, Fill, Order, OrderState, apply_broker_status
 from .simulated import CostModel
 
 log = logging.getLogger(__name__)
@@ -434,8 +441,8 @@ class AlpacaBroker:
 
     def open_orders(self) -> list[BrokerOrder]:
         "Open orders (`GET /v2/orders?status=open&limit=500`); 500 or more raises (paging not implemented, fail closed)."
-        from alpaca.trading.requests import GetOrdersRequest
         from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
         os_ = self._call("GET /v2/orders", lambda: self._client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)))
         if len(os_) >= 500: raise BrokerError("GET /v2/orders: 500 open orders returned, more may exist (paging not implemented)")
         return [self._snap(o) for o in os_]
@@ -451,8 +458,8 @@ class AlpacaBroker:
             raise
 
     def _request(self, order: Order):
-        from alpaca.trading.requests import MarketOrderRequest, LimitOrderRequest
         from alpaca.trading.enums import OrderSide, TimeInForce
+        from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
         kw = dict(symbol=order.symbol, qty=order.qty, side=OrderSide(order.side),
                   time_in_force=TimeInForce(order.time_in_force), client_order_id=order.client_order_id)
         return LimitOrderRequest(limit_price=order.limit_price, **kw) if order.type == "limit" else MarketOrderRequest(**kw)
@@ -477,7 +484,7 @@ class AlpacaBroker:
                 st = getattr(e, "status_code", None)
                 if isinstance(e, APIError) and st == 422 and _api_code(e) == DUPLICATE_ID_CODE:
                     bo = self._lookup(cid, "duplicate client_order_id refused")
-                    if bo is None: raise OrderStatusUnknown(f"order {cid}: duplicate id refused but the lookup found nothing", 422)
+                    if bo is None: raise OrderStatusUnknown(f"order {cid}: duplicate id refused but the lookup found nothing", 422) from e
                     log.info("order %s: duplicate id refused, resolved to broker order %s (%s)", cid, bo.broker_order_id, bo.status)
                     return bo
                 if not self._transient(e):

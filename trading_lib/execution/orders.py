@@ -4,9 +4,16 @@
 
 # %% ../../nbs/execution/11_orders.ipynb #28fcfa39
 from __future__ import annotations
-import enum, hashlib, json, logging, math, re
-from dataclasses import dataclass, field, replace, asdict
+
+import enum
+import hashlib
+import json
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Container, Iterable, Mapping
+
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -399,7 +406,7 @@ def apply_broker_status(order: Order, status, filled_qty: float | None = None, a
     if target == _S.FILLED and order.state != _S.FILLED:
         order._alert(f"broker says filled but known fills are {order.filled_qty} of {order.qty}: kept in flight")
     if target == _S.PARTIALLY_FILLED and not order.fills:
-        order._alert(f"broker says partially_filled but no fill is known: kept in flight, awaiting fills")
+        order._alert("broker says partially_filled but no fill is known: kept in flight, awaiting fills")
     if order.state == _S.FILLED:
         if target in (_S.CANCELLED, _S.REJECTED): order._alert(f"broker status {key!r} on a fully filled order: kept filled")
         return order.state

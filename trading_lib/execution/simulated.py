@@ -4,10 +4,15 @@
 
 # %% ../../nbs/execution/15_simulated.ipynb #13c56a33
 from __future__ import annotations
-import json, os
+
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from ..config import CostSettings
 
 # %% auto #0

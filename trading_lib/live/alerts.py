@@ -4,10 +4,17 @@
 
 # %% ../../nbs/live/27_alerts.ipynb #7f573dba
 from __future__ import annotations
-import logging, math, queue as _queue, threading, time
+
+import logging
+import math
+import queue as _queue
+import threading
+import time
 from collections import deque
 from typing import Sequence
+
 import apprise
+
 from ..config import Settings
 
 log = logging.getLogger("trading_lib.live.alerts")

@@ -4,15 +4,30 @@
 
 # %% ../../nbs/live/21_approvals.ipynb #c6b8bf6e
 from __future__ import annotations
-import argparse, json, logging, math, os, sys, time
-from dataclasses import dataclass, field
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
 import redis
+
 from ..config import ApprovalSettings, load_settings
 from ..execution.orders import Order, OrderState
-from .state import (LiveState, StateError, StateUnavailable, current_identity, utc_now_iso, close_redis, connect_redis,
-                               embedded_dir)
+from trading_lib.live.state import (
+    LiveState,
+    StateError,
+    close_redis,
+    connect_redis,
+    current_identity,
+    embedded_dir,
+    utc_now_iso,
+)
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +379,7 @@ trading_state_add_args, trading_state_handler = _state_args, _state_handler
 
 # %% ../../nbs/live/21_approvals.ipynb #2fa780c2
 from fastcore.basics import patch
+
 
 @patch
 def expire(self: ApprovalQueue, client_order_id: str, who: str, reason: str) -> ApprovalRequest:

@@ -4,14 +4,27 @@
 
 # %% ../../nbs/live/19_audit.ipynb #d2c26e58
 from __future__ import annotations
-import datetime as _dt, enum, fcntl, hashlib, json, logging, math, os, re, sqlite3, threading
+
+import datetime as _dt
+import enum
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import sqlite3
+import threading
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator, Mapping
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64

@@ -4,10 +4,15 @@
 
 # %% ../../nbs/live/26_metrics.ipynb #f97f67a0
 from __future__ import annotations
-import logging, math, time
+
+import logging
+import math
+import time
 from contextlib import contextmanager
+
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest, start_http_server
+
 from ..config import Settings
 
 log = logging.getLogger("trading_lib.live.metrics")

@@ -4,15 +4,29 @@
 
 # %% ../../nbs/live/20_state.ipynb #c19d8025
 from __future__ import annotations
-import fcntl, json, logging, math, os, shutil, signal, subprocess, tempfile, time, uuid
+
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
-import psutil, redis
+
+import psutil
+import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
 from ..config import Settings, load_secrets, project_root
 from ..execution.orders import Order
 from ..trading.risk import TradingState

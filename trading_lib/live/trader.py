@@ -4,20 +4,33 @@
 
 # %% ../../nbs/live/22_trader.ipynb #ab4856d2
 from __future__ import annotations
-import json, logging, time
-from dataclasses import dataclass, field
+
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from ..config import Settings
 from ..data.sources import to_panel
-from ..trading.engine import Engine
-from ..trading.strategy import Strategy, ForecastStrategy, as_decision
-from ..trading.risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
-from ..execution.orders import Order, OrderState, IN_FLIGHT, TERMINAL
-from ..execution.brokers import (DuplicateClientOrderId, OrderStatusUnknown, OrderRejected, BrokerUnavailable,
-                                 OrderNotCancelable, OrderNotFound, reconcile, ReconcileError)
+from trading_lib.execution.brokers import (
+    BrokerUnavailable,
+    DuplicateClientOrderId,
+    OrderNotCancelable,
+    OrderNotFound,
+    OrderRejected,
+    OrderStatusUnknown,
+    ReconcileError,
+    reconcile,
+)
+from ..execution.orders import IN_FLIGHT, TERMINAL, Order, OrderState
 from .approvals import ApprovalPolicy, ApprovalQueue
-from .state import LiveState, EVENT_KINDS, STATE_DOWN, state_unavailable_halt
+from .state import EVENT_KINDS, STATE_DOWN, LiveState, state_unavailable_halt
+from ..trading.engine import Engine
+from ..trading.risk import Reason, TradingState
+from ..trading.strategy import ForecastStrategy, Strategy, as_decision
 
 log = logging.getLogger("trading_lib.live.trader")
 
@@ -41,7 +54,8 @@ def fault_setting(name: str, environ=None) -> int:
 
 def fault_exit(where: str):
     "Die at once, as a SIGKILL would: no cleanup, no flush (fault injection)."
-    import os, sys
+    import os
+    import sys
     sys.stderr.write(f"FAULT INJECTION: exiting {where}\n"); sys.stderr.flush()
     os._exit(FAULT_EXIT_CODE)
 
@@ -207,7 +221,7 @@ class LiveTrader:
             if o.state not in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED): continue
             bo = self.broker.get_order(cid)
             if bo is None: continue
-            n0, s0 = len(o.fills), o.state
+            n0 = len(o.fills)
             bo.apply_to(o, at=ts)
             for f in o.fills[n0:]:
                 self._record("fill", dict(run_id=self.run_id, client_order_id=cid, symbol=o.symbol, side=o.side,
@@ -356,8 +370,9 @@ class LiveTrader:
 
     def _record_inputs(self, ts, d):
         "Ledger records of what the decision read (the forecasts' hash, for a forecast strategy) and the target weights."
-        from trading_lib.live.audit import canonical_json
         import hashlib
+
+        from trading_lib.live.audit import canonical_json
         fc = getattr(self.strategy, "forecasts", None)
         if fc is not None:
             fc = fc[(fc["timestamp"] == ts) & (fc["horizon"] == getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon))]
@@ -497,19 +512,22 @@ class LiveSession:
 
 def open_session(settings: Settings, run_id: str, mode: str = "replay", root=None, url_override: str | None = None) -> LiveSession:
     """Connect Redis, ledger, approval queue and broker for `mode` ('replay' | 'paper' | 'live'). Raises
-    `BrokerConfigError` for a live/paper mismatch or an unarmed live mode, `StateUnavailable` without Redis."""
+    `BrokerConfigError` for a live/paper mismatch or an unarmed live mode, `StateUnavailable` without Redis, ValueError
+    for a `run_id` outside `[A-Za-z0-9._-]`."""
     from trading_lib.config import project_root
-    from trading_lib.live.state import connect_redis
-    from trading_lib.live.audit import Ledger
-    from trading_lib.live.approvals import default_ledger_path
-    from trading_lib.execution.brokers import SimulatedBroker, AlpacaBroker, BrokerConfigError
+    from trading_lib.execution.brokers import AlpacaBroker, BrokerConfigError, SimulatedBroker
     from trading_lib.execution.simulated import CostModel
+    from trading_lib.live.approvals import default_ledger_path
+    from trading_lib.live.audit import Ledger
+    from trading_lib.live.state import connect_redis
     if mode not in ("replay", "paper", "live"): raise ValueError(f"mode must be replay, paper or live, got {mode!r}")
+    from trading_lib.config import check_run_id
+    check_run_id(run_id)  # it names folders under runs/ (broker journal) and Redis keys: never a path
     if mode == "live" and (settings.broker.mode != "live" or not settings.broker.live_armed):
         raise BrokerConfigError("mode=live needs broker.mode=live and broker.live_armed=true in settings (two explicit flags)")
     root = Path(root) if root else project_root()
-    from trading_lib.live.metrics import LiveMetrics, MeteredLedger
     from trading_lib.live.alerts import Alerter
+    from trading_lib.live.metrics import LiveMetrics, MeteredLedger
     r = connect_redis(settings, appendfsync=settings.redis.appendfsync)
     metrics = LiveMetrics.from_settings(settings, run_id, mode=mode, broker="simulated" if mode == "replay" else "alpaca")
     alerter = Alerter.from_env(settings)
@@ -535,10 +553,10 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     there is one (`use_champion`; its feature schema must match, else `SchemaMismatchError`), otherwise a model fitted
     on history with realised labels only (same embargo and validation purge as the walk-forward), which is then
     registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry)."""
+    from trading_lib.config import project_root
     from trading_lib.features import build_dataset
     from trading_lib.models.factory import make_forecaster
     from trading_lib.models.registry import ModelRegistry
-    from trading_lib.config import project_root
     reg = ModelRegistry(Path(registry_root) if registry_root else project_root() / "runs" / "registry")
     feats, labels = build_dataset(market, settings)
     dates = feats.index.get_level_values("timestamp").unique().sort_values()
@@ -590,8 +608,8 @@ def session_report(trader: LiveTrader) -> dict:
 def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, parameters: dict, expired: list | None = None) -> dict:
     """Write equity.parquet, orders.parquet, metrics.json and summary.txt of a live run to `run_dir`; returns the metrics.
     `expired`: the client_order_ids `LiveTrader.finish` expired."""
-    from trading_lib.live.audit import verify
     from trading_lib.analytics.metrics import performance_summary
+    from trading_lib.live.audit import verify
     from trading_lib.util import write_json
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     history.to_parquet(run_dir / "equity.parquet")

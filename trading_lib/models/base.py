@@ -4,13 +4,18 @@
 
 # %% ../../nbs/models/05_base.ipynb #c14719c2
 from __future__ import annotations
-import copy, math, re
+
+import copy
+import math
+import re
 from pathlib import Path
-import numpy as np, pandas as pd
+
 import lightgbm as lgb
+import numpy as np
+import pandas as pd
 import torch
-from torch import nn
 from sklearn.isotonic import IsotonicRegression
+from torch import nn
 from tqdm.auto import tqdm
 
 # %% auto #0

@@ -4,10 +4,15 @@
 
 # %% ../../nbs/models/07_factory.ipynb #2a02a345
 from __future__ import annotations
+
 import inspect
+
 from .base import Forecaster, LightGBMForecaster, LSTMForecaster
-from .zoo import (ZOO, GRUForecaster, CNNLSTMForecaster, TransformerForecaster, TFTForecaster,
-                                    GATForecaster, XGBoostForecaster, EnsembleForecaster, TunedForecaster)
+from trading_lib.models.zoo import (
+    ZOO,
+    EnsembleForecaster,
+    TunedForecaster,
+)
 
 # %% auto #0
 __all__ = ['FORECASTERS', 'register_forecaster', 'known_models', 'check_model_name', 'make_forecaster']

@@ -4,12 +4,24 @@
 
 # %% ../../nbs/models/08_registry.ipynb #1ba394a0
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, logging, os, re, warnings
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import torch
-from .base import Forecaster, WindowForecaster, check_features
+
+from .base import Forecaster, WindowForecaster
 
 # %% auto #0
 __all__ = ['SchemaMismatchError', 'feature_schema', 'data_hash', 'ModelRegistry', 'export_onnx', 'ort_providers', 'OnnxServer']

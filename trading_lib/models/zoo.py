@@ -4,14 +4,26 @@
 
 # %% ../../nbs/models/06_zoo.ipynb #fe463b08
 from __future__ import annotations
-import math
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import torch
-from torch import nn
 import torch.nn.functional as F
-from .base import (Forecaster, WindowForecaster, LightGBMForecaster, LSTMForecaster, FORECASTERS,
-                                FORECASTER_CLASSES, check_features, fit_confidence, apply_confidence, resolve_device,
-                                train_loop, label_matrix, masked_mse)
+from torch import nn
+
+from trading_lib.models.base import (
+    FORECASTER_CLASSES,
+    Forecaster,
+    LightGBMForecaster,
+    WindowForecaster,
+    apply_confidence,
+    check_features,
+    fit_confidence,
+    label_matrix,
+    masked_mse,
+    resolve_device,
+    train_loop,
+)
 
 # %% auto #0
 __all__ = ['ZOO', 'GRUForecaster', 'CNNLSTMForecaster', 'TransformerForecaster', 'GRN', 'pinball_loss', 'TFTForecaster',
@@ -211,7 +223,8 @@ class TFTForecaster(WindowForecaster):
 
 # %% ../../nbs/models/06_zoo.ipynb #aa353193
 def _xgb():
-    try: import xgboost
+    try:
+        import xgboost
     except ImportError as e: raise ImportError("XGBoostForecaster needs xgboost: pip install xgboost-cpu (CPU) or the gpu extra") from e
     return xgboost
 

@@ -4,17 +4,28 @@
 
 # %% ../../nbs/oversight/23_dashboard.ipynb #83438e54
 from __future__ import annotations
-import html, json, logging, math, os, re, threading, time
+
+import html
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from ..config import Settings, load_settings, project_root
-from ..live.state import LiveState, StateError, current_identity, connect_redis
 from ..live.approvals import ApprovalError, ApprovalQueue, default_ledger_path
 from ..live.audit import Ledger, LedgerError, verify
+from ..live.state import LiveState, StateError, connect_redis, current_identity
 
 log = logging.getLogger(__name__)
 
@@ -856,8 +867,8 @@ def forecasts_vs_realised(run_dir: str | Path, symbol: str, horizon: int, model:
     """Forecasts of `symbol` at `horizon` from the run's forecasts.parquet (mean over models, or only `model`) beside the
     realised forward simple return close[t+h]/close[t] − 1 (`features.make_labels`, from `source`, default the
     configured data source). Columns prediction, realised (fractions), indexed by UTC date."""
-    from trading_lib.features import make_labels
     from trading_lib.data.sources import make_source
+    from trading_lib.features import make_labels
     f = pd.read_parquet(Path(run_dir) / "forecasts.parquet", filters=[("symbol", "==", symbol), ("horizon", "==", int(horizon))])
     if model is not None: f = f[f["model"] == model]
     if f.empty: raise ValueError(f"run {Path(run_dir).name}: no forecasts for symbol {symbol}, horizon {horizon}, model {model}")
@@ -874,8 +885,8 @@ def rolling_ic(run_dir: str | Path, horizon: int, window: int = 63, source=None,
     over dates with ≥ `min_symbols` symbols; then its mean over the last `window` dates (at least window // 3). Index:
     forecast date (UTC; the IC of date t is known only at t + h — a view of the past, not a trading input); one
     column per model. ValueError naming the run when it has no forecasts at `horizon`."""
-    from trading_lib.features import make_labels
     from trading_lib.data.sources import make_source
+    from trading_lib.features import make_labels
     f = pd.read_parquet(Path(run_dir) / "forecasts.parquet", columns=["timestamp", "symbol", "horizon", "prediction", "model"],
                         filters=[("horizon", "==", int(horizon))])
     if f.empty: raise ValueError(f"run {Path(run_dir).name}: no forecasts at horizon {horizon}")

@@ -4,10 +4,21 @@
 
 # %% ../../nbs/oversight/24_server.ipynb #92247845
 from __future__ import annotations
-import argparse, json, logging, os, re, secrets, signal, sys, threading, time
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
+
 from ..config import Settings, load_settings, project_root
 from .dashboard import header_env_name, supervisor_identity
 
@@ -188,6 +199,7 @@ def install_token_redirect():
     to the same URL without it: the token never reaches a page kernel's environment (Voila passes the request URL as
     VOILA_REQUEST_URL) nor a later log line."""
     from urllib.parse import urlencode
+
     from voila.handler import VoilaHandler
     if getattr(VoilaHandler.prepare, "_tl_redirect", False): return
     orig = VoilaHandler.prepare

@@ -4,14 +4,17 @@
 
 # %% ../../nbs/portfolio/10_optimisation.ipynb #2cf9bdb2
 from __future__ import annotations
-import math, time, warnings
-import numpy as np, pandas as pd
-from tqdm.auto import tqdm
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
 from skfolio import RiskMeasure
 from skfolio.moments import BaseMu, LedoitWolf
+from skfolio.optimization import HierarchicalEqualRiskContribution, HierarchicalRiskParity, MeanRisk, ObjectiveFunction, RiskBudgeting
 from skfolio.prior import EmpiricalPrior
-from skfolio.optimization import (MeanRisk, ObjectiveFunction, HierarchicalRiskParity, HierarchicalEqualRiskContribution,
-                                  RiskBudgeting)
+from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['OPTIMISED_METHODS', 'ForecastMu', 'make_optimiser', 'optimise_window', 'optimised_weights', 'vol_target',

@@ -4,8 +4,11 @@
 
 # %% ../../nbs/portfolio/09_weights.ipynb #fc170600
 from __future__ import annotations
+
 import warnings
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 
 # %% auto #0
 __all__ = ['TieWarning', 'distinct_counts', 'topk_boundary_ties', 'flat_rows', 'topk_weights', 'rank_weights', 'target_weights',

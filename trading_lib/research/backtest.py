@@ -4,14 +4,23 @@
 
 # %% ../../nbs/research/17_backtest.ipynb #c25366e8
 from __future__ import annotations
-import hashlib, json, platform, subprocess, time, warnings
-from dataclasses import dataclass, field, asdict
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
+
 from ..config import Settings
-from ..portfolio.weights import target_weights, topk_weights, topk_boundary_ties, flat_rows, rebalance_mask, TieWarning
-from ..trading.engine import run_backtest, BacktestResult
+from ..portfolio.weights import TieWarning, flat_rows, rebalance_mask, target_weights, topk_boundary_ties, topk_weights
+from ..trading.engine import run_backtest
 
 # %% auto #0
 __all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS', 'Fold', 'walk_forward_folds',
@@ -204,7 +213,7 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
     (0 = none). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>..., method:<m>..., 1/N,
     baseline:..., S&P 500 — each starting at initial cash)."""
     from trading_lib.analytics import metrics as M
-    from trading_lib.trading.strategy import ForecastStrategy, EqualWeight
+    from trading_lib.trading.strategy import EqualWeight, ForecastStrategy
     h = settings.portfolio.signal_horizon
     start = forecasts["timestamp"].min()
     C = close[close.index >= start]
@@ -272,7 +281,9 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
 
 # %% ../../nbs/research/17_backtest.ipynb #7e637753
 def run_metadata(settings: Settings, parameters: dict, timings: dict, data_hash: str, device: str) -> dict:
-    import torch, trading_lib
+    import torch
+
+    import trading_lib
     return dict(code_version=_git_version(), trading_lib=trading_lib.__version__, python=platform.python_version(),
                 torch=torch.__version__, device=device, seed=settings.models.seed, data_hash=data_hash,
                 parameters=parameters, settings=settings.model_dump(mode="json"), stage_seconds=timings)

@@ -4,12 +4,16 @@
 
 # %% ../../nbs/research/18_pipeline.ipynb #08e7ca8d
 from __future__ import annotations
-import json, time
+
+import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import pandas as pd
+
 from ..config import PARAMETER_KEYS, Settings, load_settings, project_root
-from .backtest import walk_forward, evaluate, run_metadata, summary_table, write_json
+from .backtest import evaluate, run_metadata, summary_table, write_json
 
 # %% auto #0
 __all__ = ['settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'model_comparison', 'load_forecasts',
@@ -39,6 +43,7 @@ class StageTimer:
 # %% ../../nbs/research/18_pipeline.ipynb #f6c6909f
 from ..features import build_dataset  # noqa: F401  (the jobs' stage; defined with the features)
 
+
 def pick_device(pref: str = "auto") -> str:
     import torch
     if pref == "cuda" and not torch.cuda.is_available(): raise RuntimeError("device=cuda requested but CUDA is not available")
@@ -64,8 +69,8 @@ def save_train_outputs(run_dir, wf, labels, settings: Settings, market, paramete
 def model_comparison(market, forecasts, labels, settings: Settings) -> pd.DataFrame:
     """One row per model (and the ensemble strategy, 1/N, S&P 500): IC, rank IC, ICIR, directional accuracy at each
     horizon, and CAGR, Sharpe, max drawdown of the model's own portfolio after costs, over the out-of-sample period."""
-    from trading_lib.data.sources import to_panel
     from trading_lib.analytics.metrics import forecast_quality
+    from trading_lib.data.sources import to_panel
     close = to_panel(market.bars, "close")
     m, _ = evaluate(close, market.benchmark, forecasts, labels, settings, market.data_hash, None, risk=False,
                     null_panels=0, baselines=False)
@@ -100,9 +105,9 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
     were made with are read from `forecasts_from`'s metrics.json; every trial is appended to the trial ledger
     (`ledger`, default `<project root>/research/trials.jsonl`; None = no ledger). `null_panels`: random-score books of
     the null distribution (0 = none; fewer keep tests fast)."""
-    from trading_lib.research.backtest import forecast_settings_from_run, TRIALS_FILE
-    from trading_lib.data.sources import to_panel
     from trading_lib.analytics.metrics import tearsheet
+    from trading_lib.data.sources import to_panel
+    from trading_lib.research.backtest import TRIALS_FILE, forecast_settings_from_run
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     close = to_panel(market.bars, "close")
     with timer("backtest"):
@@ -112,7 +117,7 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
                                    methods=list(compare_methods) if compare_methods else None, forecast_settings=fs,
                                    ledger=ledger, null_panels=null_panels)
     with timer("outputs"):
-        fig = tearsheet(equity[[c for c in equity.columns if c in ("strategy", "1/N", "S&P 500") or c.startswith("baseline:")]],
+        tearsheet(equity[[c for c in equity.columns if c in ("strategy", "1/N", "S&P 500") or c.startswith("baseline:")]],
                         path=run_dir / "tearsheet.png")
         equity.to_parquet(run_dir / "equity.parquet")
         from trading_lib.analytics.metrics import html_tearsheet  # QuantStats' full report, strategy against 1/N

@@ -4,20 +4,23 @@
 
 # %% ../../nbs/research/29_retrain.ipynb #140252ed
 from __future__ import annotations
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 from scipy import stats
-from ..config import Settings
+
 from ..analytics import metrics as M
 from ..analytics.drift import daily_ic, drift_report
+from ..config import Settings
 from ..models.base import Forecaster
 from ..models.factory import make_forecaster
 from ..models.registry import ModelRegistry
-from .backtest import (Fold, walk_forward_folds, score_matrix, expected_return_matrix,
-                                           weights_from_scores, config_hash)
+from .backtest import Fold, config_hash, expected_return_matrix, score_matrix, walk_forward_folds, weights_from_scores
 from ..trading.engine import run_backtest
 
 # %% auto #0
@@ -241,8 +244,8 @@ def run_retrain_stage(market, settings: Settings, run_dir, names: list[str] | No
     """Retrain every model of `names` (default `settings.models.names`) on `market` (a `data.MarketData`); returns the
     decisions. `registry_root` default `<project>/runs/registry`; `trials_path` default `<project>/runs/retrain/trials.jsonl`."""
     from trading_lib.config import project_root
+    from trading_lib.research.backtest import run_metadata, write_json
     from trading_lib.research.pipeline import build_dataset
-    from trading_lib.research.backtest import write_json, run_metadata
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     reg = ModelRegistry(registry_root or project_root() / "runs" / "registry")
     feats, labels = build_dataset(market, settings)

@@ -4,12 +4,18 @@
 
 # %% ../../nbs/research/31_sweep.ipynb #63d16298
 from __future__ import annotations
-import os, time
+
+import os
+import time
 from pathlib import Path
-import numpy as np, pandas as pd, yaml
-from ..config import Settings, ModelSettings
+
+import numpy as np
+import pandas as pd
+import yaml
+
 from ..analytics import metrics as M
-from .backtest import walk_forward, config_hash
+from ..config import ModelSettings, Settings
+from .backtest import config_hash, walk_forward
 from .retrain import candidate_returns, record_trials
 
 # %% auto #0

@@ -4,8 +4,14 @@
 
 # %% ../../nbs/research/33_tracking.ipynb #dca95559
 from __future__ import annotations
-import json, math, os, re, subprocess
+
+import json
+import math
+import os
+import re
+import subprocess
 from pathlib import Path
+
 from ..config import Settings, load_settings, project_root
 
 # %% auto #0

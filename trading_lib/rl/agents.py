@@ -4,18 +4,23 @@
 
 # %% ../../nbs/rl/35_agents.ipynb #7f4554af
 from __future__ import annotations
-import hashlib, time
+
+import hashlib
+import time
 from dataclasses import dataclass
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 import torch
-from stable_baselines3 import PPO, A2C, SAC, DQN
+from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.vec_env import DummyVecEnv
-from ..config import Settings
+
 from ..analytics import metrics as M
+from ..config import Settings
 from ..models.registry import ModelRegistry
+from .env import ObservationSpec, action_weights, default_candidates, make_env, observation
 from ..trading.engine import run_backtest
-from ..trading.strategy import Strategy, EqualWeight, as_decision
-from .env import ObservationSpec, observation, action_weights, make_env, default_candidates
+from ..trading.strategy import EqualWeight, Strategy, as_decision
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'algorithm', 'default_hyperparameters', 'AgentStrategy', 'make_vec_env', 'train_agent',

@@ -4,14 +4,18 @@
 
 # %% ../../nbs/rl/34_env.ipynb #41f2480a
 from __future__ import annotations
-from dataclasses import dataclass, asdict
-import numpy as np, pandas as pd
+
+from dataclasses import asdict, dataclass
+
 import gymnasium as gym
+import numpy as np
+import pandas as pd
 from gymnasium import spaces
+
 from ..config import Settings
 from ..trading.engine import Engine
 from ..trading.risk import Reason
-from ..trading.strategy import Strategy, EqualWeight, as_decision
+from ..trading.strategy import EqualWeight, Strategy, as_decision
 
 # %% auto #0
 __all__ = ['STATES', 'ObservationSpec', 'observation', 'simplex_weights', 'Cash', 'ConstantWeights', 'Momentum',
@@ -138,6 +142,7 @@ class PortfolioEnv(gym.Env):
 
 # %% ../../nbs/rl/34_env.ipynb #ddcb4b8e
 from fastcore.basics import patch
+
 
 @patch
 def _observe(self: PortfolioEnv):

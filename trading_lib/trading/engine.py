@@ -4,15 +4,19 @@
 
 # %% ../../nbs/trading/14_engine.ipynb #2e75c560
 from __future__ import annotations
+
 import time
-from dataclasses import dataclass, field
 from collections import Counter
-import numpy as np, pandas as pd
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
+
 from ..config import Settings
+from ..execution.simulated import CostModel, Fills, PaperBroker
 from .risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
-from .strategy import Strategy, SessionContext, Decision, FixedWeights, as_decision
-from ..execution.simulated import CostModel, PaperBroker, Fills
+from .strategy import Decision, FixedWeights, SessionContext, Strategy, as_decision
 
 # %% auto #0
 __all__ = ['rebalance_orders', 'OrderPlan', 'Engine', 'BacktestResult', 'run_backtest']
@@ -70,6 +74,7 @@ class Engine:
 
 # %% ../../nbs/trading/14_engine.ipynb #07ca3409
 from fastcore.basics import patch
+
 
 @patch
 def mark(self: Engine, timestamp, now: float, close, equity: float | None = None):

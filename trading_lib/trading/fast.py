@@ -4,12 +4,16 @@
 
 # %% ../../nbs/trading/44_fast.ipynb #7d78e06f
 from __future__ import annotations
+
 import time
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
 from numba import njit
-from ..config import Settings, RiskSettings
-from .risk import Reason, TradingState, StateChange
+
+from ..config import RiskSettings, Settings
 from .engine import BacktestResult
+from .risk import Reason, StateChange, TradingState
 
 # %% auto #0
 __all__ = ['pairwise_sum', 'check_orders', 'risk_limits', 'CompiledPreTradeRisk', 'backtest_kernel', 'run_backtest_fast']

@@ -4,10 +4,14 @@
 
 # %% ../../nbs/trading/12_risk.ipynb #243dff89
 from __future__ import annotations
-import enum, time
+
+import enum
 from collections import deque
 from dataclasses import dataclass, field
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from ..config import RiskSettings
 
 # %% auto #0

@@ -4,12 +4,16 @@
 
 # %% ../../nbs/trading/13_strategy.ipynb #1aeae911
 from __future__ import annotations
-import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 from ..config import Settings
-from ..portfolio.weights import target_weights as score_weights, rebalance_mask
+from ..portfolio.weights import rebalance_mask
+from ..portfolio.weights import target_weights as score_weights
 from ..util import load_object
 
 # %% auto #0
