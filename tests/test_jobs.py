@@ -118,6 +118,8 @@ def test_auto_approvals_are_refused_outside_a_replay(train_runs, monkeypatch, ca
 def test_unattended_replay_with_auto_approvals(train_runs, monkeypatch):
     root, a, _ = train_runs
     monkeypatch.setenv("TRADING_METRICS__PORT", "0")
+    monkeypatch.chdir(root)  # an earlier replay of this project may have HALTED it (the state outlives runs): release it
+    assert main(["trading-state", "release", "--reason", "test: unattended replay", "--as", "tester"]) in (0, 1)
     d = run_job("live", dict(forecasts_from=str(a), start="2012-01-01", approvals="auto", approval_max_weight_change=0.01,
                              run_id="auto-1"), root=root, progress=False)
     m = json.loads((d / "metrics.json").read_text())

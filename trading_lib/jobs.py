@@ -89,6 +89,9 @@ def check_parameters(job: str, parameters: dict, declared: dict, environ=None, s
         typ, o = declared.get(k, {}).get("inferred_type_name", "None"), f"-p {k}"
         if typ == "int" and (isinstance(v, bool) or not isinstance(v, int)): raise ParameterError(f"{o}: {v!r} is not an integer")
         if typ == "float":
+            if isinstance(v, str):  # YAML reads 1e12 (no dot) as a string: a float parameter takes any float literal
+                try: v = out[k] = float(v)
+                except ValueError: raise ParameterError(f"{o}: {v!r} is not a number") from None
             if isinstance(v, bool) or not isinstance(v, (int, float)): raise ParameterError(f"{o}: {v!r} is not a number")
             if v != v or v in (float("inf"), float("-inf")): raise ParameterError(f"{o}: {v!r} is not a finite number")
         if typ == "bool" and not isinstance(v, bool): raise ParameterError(f"{o}: {v!r} is not true or false")
