@@ -147,7 +147,7 @@ from fastcore.basics import patch
 @patch
 def _observe(self: PortfolioEnv):
     eng = self.engine
-    self.ctx = eng.context(self.t, self.stamps[self.t], self.C[:self.t + 1], eng.broker.positions)
+    self.ctx = eng.context(self.t, self.stamps[self.t], self.C[:self.t + 1], eng.broker.shares)
     return observation(self.ctx.close, self.ctx.weights, self.ctx.state, self.obs_spec)
 
 @patch

@@ -14,7 +14,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import Settings
-from ..execution.simulated import CostModel, Fills, PaperBroker
+from ..execution.brokers import SimulatedBroker
+from ..execution.simulated import CostModel, Fills
 from .risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
 from .strategy import Decision, FixedWeights, SessionContext, Strategy, as_decision
 
@@ -55,14 +56,15 @@ class OrderPlan:
 
 class Engine:
     """The step of the trading system over a fixed list of `symbols` (N). `strategy`: the decision rule (see
-    `trading.strategy`; needed by `plan_session`). `broker`: the backtest's in-memory book (default a `PaperBroker` with
+    `trading.strategy`; needed by `plan_session`). `broker`: the backtest's in-memory book (default an in-memory `SimulatedBroker` with
     the settings' costs and initial cash); the live shell passes its own equity to `mark` instead. `circuit_breakers`:
     whether daily-loss and drawdown breaches move the trading state (always on live; a parameter of the backtest).
     `on_event(kind, payload)` is called for every decision and fill."""
     def __init__(self, symbols, settings: Settings, broker=None, circuit_breakers: bool = True, on_event=None,
                  strategy: Strategy | None = None):
         self.symbols = list(symbols); self.settings = settings; n = len(self.symbols)
-        self.broker = broker or PaperBroker(self.symbols, CostModel.from_settings(settings.costs), settings.execution.initial_cash)
+        self.broker = broker or SimulatedBroker(CostModel.from_settings(settings.costs), settings.execution.initial_cash,
+                                                symbols=self.symbols)
         self.risk = PreTradeRisk(settings.risk, self.symbols)
         self.state = TradingStateMachine(settings.risk)
         self.circuit_breakers = circuit_breakers
@@ -95,7 +97,7 @@ def mark(self: Engine, timestamp, now: float, close, equity: float | None = None
 @patch
 def on_bar(self: Engine, timestamp, now: float, fill_price, close) -> Fills:
     "Backtest: fill working orders of the in-memory book at `fill_price` (N,), then `mark` at `close` (N,); HALTED cancels working orders."
-    fills = self.broker.on_bar(timestamp, fill_price)
+    fills = self.broker.fill_bar(timestamp, fill_price)
     self.n_fills += len(fills)
     if self.on_event and len(fills): self.on_event("fill", fills)
     if self.mark(timestamp, now, close) == TradingState.HALTED: self.broker.cancel_all()
@@ -133,9 +135,9 @@ def plan(self: Engine, timestamp, now: float, decision: Decision, positions, wor
 @patch
 def decide(self: Engine, timestamp, now: float, target_w) -> np.ndarray:
     "Backtest: turn `target_w` (N,) into orders, check them, submit the accepted ones to the book; returns the (k,) Reason codes."
-    p = self.last_plan = self.plan(timestamp, now, as_decision(target_w, len(self.symbols)), self.broker.positions, self.broker.working)
+    p = self.last_plan = self.plan(timestamp, now, as_decision(target_w, len(self.symbols)), self.broker.shares, self.broker.working)
     acc = p.accepted
-    if acc.any(): self.broker.submit(p.sym_idx[acc], p.qty[acc])
+    if acc.any(): self.broker.submit_shares(p.sym_idx[acc], p.qty[acc])
     self.n_orders += int(acc.sum())
     return p.codes
 
@@ -192,8 +194,8 @@ def run_backtest(close: pd.DataFrame, strategy: Strategy | pd.DataFrame, setting
     for j, t in enumerate(tqdm(range(lo, hi), disable=not progress, desc="backtest", mininterval=1.0)):
         f = eng.on_bar(ts[t], now[t], fill_px[t], C[t])
         if len(f): traded[j] = f.notional; com[j] = f.commission.sum()
-        eq[j] = eng.equity; pos[j] = eng.broker.positions
-        d = as_decision(strategy.target_weights(eng.context(t, ts[t], C[:t + 1], eng.broker.positions)), N)
+        eq[j] = eng.equity; pos[j] = eng.broker.shares
+        d = as_decision(strategy.target_weights(eng.context(t, ts[t], C[:t + 1], eng.broker.shares)), N)
         if d is None: continue
         tgt[j] = d.weights
         eng.decide(ts[t], now[t], d.weights)
