@@ -179,8 +179,8 @@ class ApprovalSettings(_Section):
     _f = field_validator("max_weight_change")(_fraction)
 
 class BrokerSettings(_Section):
-    name: Literal["paper", "alpaca"] = "paper"
-    mode: Literal["paper", "live"] = "paper"
+    name: Literal["simulated", "alpaca"] = "simulated"  # which broker: the simulated one, or Alpaca
+    mode: Literal["paper", "live"] = "paper"  # which Alpaca account: paper or live
     live_armed: bool = False  # second, explicit arming flag for live trading
     timeout_seconds: float = Field(10, gt=0)
     max_retries: int = Field(3, ge=0)

@@ -181,7 +181,7 @@ class SimulatedBroker:
     def open(cls, path: str | Path, costs: CostModel | None = None, initial_cash: float = 1_000_000.0,
              clock: Callable[[], object] | None = None) -> "SimulatedBroker":
         """Restore the broker journalled at `path` (replaying its submits, cancels and bars), or start a fresh journal
-        there. On restore, a `costs` that differs from the journal's raises `BrokerError` (a paper account does not
+        there. On restore, a `costs` that differs from the journal's raises `BrokerError` (a simulated account does not
         change its cost model mid-run); a damaged line other than a torn last one raises `BrokerError` naming it."""
         path = Path(path)
         if not path.exists() or path.stat().st_size == 0:
@@ -632,8 +632,8 @@ def reconcile(broker: Broker, known_orders: Mapping[str, Order], known_positions
 # %% ../../nbs/execution/16_brokers.ipynb #8d4a79c6
 def make_broker(settings: Settings, state_path: str | Path | None = None, environ: Mapping | None = None,
                 url_override: str | None = None) -> Broker:
-    "The broker `settings.broker.name` selects. `state_path` (JSON) is required for the paper broker."
-    if settings.broker.name == "paper":
-        if state_path is None: raise BrokerConfigError("broker.name=paper needs a state_path for the SimulatedBroker's JSON state")
+    "The broker `settings.broker.name` selects. `state_path` (JSON) is required for the simulated broker's journal."
+    if settings.broker.name == "simulated":
+        if state_path is None: raise BrokerConfigError("broker.name=simulated needs a state_path for the SimulatedBroker's journal")
         return SimulatedBroker.open(state_path, CostModel.from_settings(settings.costs), settings.execution.initial_cash)
     return AlpacaBroker(settings, environ=environ, url_override=url_override)
