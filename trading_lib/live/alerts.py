@@ -76,11 +76,16 @@ class Alerter:
         return out
 
 # %% ../../nbs/live/27_alerts.ipynb #16d296d4
-def _ensure_worker(self):
+from fastcore.basics import patch
+
+
+@patch
+def _ensure_worker(self: Alerter):
     if self._worker is None or not self._worker.is_alive():
         self._worker = threading.Thread(target=self._run, name="alerts-sender", daemon=True); self._worker.start()
 
-def _run(self):
+@patch
+def _run(self: Alerter):
     while True:
         title, body, ntype = self._q.get()
         try: ok = bool(self.ap.notify(body=body, title=title, notify_type=ntype))
@@ -89,7 +94,8 @@ def _run(self):
         if not ok: log.error("alert delivery failed: %s", title)
         self._q.task_done()
 
-def _flush(self, timeout: float = 30.0) -> bool:
+@patch
+def flush(self: Alerter, timeout: float = 30.0) -> bool:
     "Wait until every queued notification has been attempted; False if `timeout` seconds passed first."
     t_end = time.monotonic() + timeout
     while self._q.unfinished_tasks:
@@ -97,14 +103,14 @@ def _flush(self, timeout: float = 30.0) -> bool:
         time.sleep(0.02)
     return True
 
-Alerter._ensure_worker, Alerter._run, Alerter.flush = _ensure_worker, _run, _flush
-
 # %% ../../nbs/live/27_alerts.ipynb #ef31bf3e
-def _kill_switch(self, by: str, reason: str, at: str = "") -> str:
+@patch
+def kill_switch(self: Alerter, by: str, reason: str, at: str = "") -> str:
     return self.notify(f"kill_switch:{at}", "KILL SWITCH ENGAGED: new orders are refused",
                        f"Engaged by {by} at {at or 'unknown time'}: {reason}. A supervisor must release it.", "critical")
 
-def _trading_state(self, state: str, reason: str = "", run_id: str = "") -> str | None:
+@patch
+def trading_state(self: Alerter, state: str, reason: str = "", run_id: str = "") -> str | None:
     "HALTED (critical) or REDUCING (warning); ACTIVE sends nothing (None)."
     state = str(getattr(state, "value", state))
     if state not in ("HALTED", "REDUCING"): return None
@@ -112,29 +118,31 @@ def _trading_state(self, state: str, reason: str = "", run_id: str = "") -> str 
     return self.notify(f"state:{run_id}:{state}", f"Trading {state}{f' (run {run_id})' if run_id else ''}: {what}",
                        reason or f"trading state is {state}", "critical" if state == "HALTED" else "warning")
 
-def _reconciliation_failed(self, run_id: str, summary: str) -> str:
+@patch
+def reconciliation_failed(self: Alerter, run_id: str, summary: str) -> str:
     return self.notify(f"reconcile:{run_id}", f"Reconciliation FAILED (run {run_id}): the job does not trade", summary, "critical")
 
-def _approval_waiting(self, client_order_id: str, symbol: str, side: str, qty: float, waited_seconds: float) -> str:
+@patch
+def approval_waiting(self: Alerter, client_order_id: str, symbol: str, side: str, qty: float, waited_seconds: float) -> str:
     return self.notify(f"approval:{client_order_id}", f"Approval waiting {waited_seconds / 60:.0f} min: {side} {qty:,.0f} {symbol}",
                        f"Order {client_order_id} has waited {waited_seconds / 60:.1f} minutes for a supervisor's decision.")
 
-def _drawdown(self, drawdown: float, limit: float, run_id: str = "") -> str:
+@patch
+def drawdown(self: Alerter, drawdown: float, limit: float, run_id: str = "") -> str:
     return self.notify(f"drawdown:{run_id}", f"Drawdown {drawdown:.1%} near its limit {limit:.1%}{f' (run {run_id})' if run_id else ''}",
                        f"Drawdown from peak equity is {drawdown:.2%}, {drawdown / limit:.0%} of the {limit:.2%} limit; "
                        "beyond the limit the breaker acts (risk.breach_action).")
 
-def _run_ended(self, run_id: str, sessions: int, fills: int, orders: int = 0) -> str | None:
+@patch
+def run_ended(self: Alerter, run_id: str, sessions: int, fills: int, orders: int = 0) -> str | None:
     "End-of-run check: a run that traded sessions but filled nothing is an alert (something is silently wrong)."
     if sessions <= 0 or fills > 0: return None
     return self.notify(f"no_fills:{run_id}", f"Live run {run_id} filled nothing",
                        f"{sessions} sessions, {orders} orders, 0 fills: check approvals, the kill switch, risk refusals and the broker.")
 
-Alerter.kill_switch, Alerter.trading_state, Alerter.reconciliation_failed = _kill_switch, _trading_state, _reconciliation_failed
-Alerter.approval_waiting, Alerter.drawdown, Alerter.run_ended = _approval_waiting, _drawdown, _run_ended
-
 # %% ../../nbs/live/27_alerts.ipynb #e4f461a9
-def _on_record(self, kind: str, payload: dict):
+@patch
+def on_record(self: Alerter, kind: str, payload: dict):
     "Alerts from one audit-ledger record (failed reconcile, kill switch engaged, HALTED / REDUCING)."
     if kind == "reconcile" and payload.get("ok") is False:
         self.reconciliation_failed(str(payload.get("run_id", "")), str(payload.get("summary", "")))
@@ -142,7 +150,8 @@ def _on_record(self, kind: str, payload: dict):
         self.kill_switch(str(payload.get("by", "")), str(payload.get("reason", "")), str(payload.get("at", "")))
     elif kind == "state": self.trading_state(str(payload.get("to")), str(payload.get("reason", "")))
 
-def _check_live(self, state, queue=None, run_id: str | None = None, settings: Settings | None = None,
+@patch
+def check_live(self: Alerter, state, queue=None, run_id: str | None = None, settings: Settings | None = None,
                 drawdown: float | None = None, now: float | None = None) -> list[str]:
     """Read `state` (`LiveState`) and `queue` (`ApprovalQueue`; this run's requests) and alert on: kill switch engaged
     or missing (fail closed), HALTED / REDUCING, a request pending longer than `alerts.approval_wait_minutes`, and
@@ -162,5 +171,3 @@ def _check_live(self, state, queue=None, run_id: str | None = None, settings: Se
     if drawdown is not None and math.isfinite(drawdown) and drawdown > s.alerts.drawdown_warn_fraction * s.risk.max_drawdown_pct:
         out.append(self.drawdown(drawdown, s.risk.max_drawdown_pct, run_id or ""))
     return [o for o in out if o is not None]
-
-Alerter.on_record, Alerter.check_live = _on_record, _check_live

@@ -166,7 +166,11 @@ class ApprovalQueue:
             raise StateError(f"{self._key(cid)}: unreadable approval request ({type(e).__name__}: {e})") from None
 
 # %% ../../nbs/live/21_approvals.ipynb #c08197d8
-def _submit(self, order: Order, reasons, context: Mapping | None = None) -> ApprovalRequest:
+from fastcore.basics import patch
+
+
+@patch
+def submit(self: ApprovalQueue, order: Order, reasons, context: Mapping | None = None) -> ApprovalRequest:
     """Queue `order` (state new or pending_approval) for a supervisor with its `reasons` (non-empty list of str, from
     `ApprovalPolicy`) and `context` (JSON-able: forecast, confidence, notional, weight_change ...). Returns the request."""
     from trading_lib.live.audit import canonical_json
@@ -192,7 +196,8 @@ def _submit(self, order: Order, reasons, context: Mapping | None = None) -> Appr
     self.state.emit("approval", payload | ({"ledger_seq": rec.seq} if rec else {}), event_id=f"approval:{cid}:pending")
     return self.get(cid)
 
-def _list(self, status: str | None = "pending", expire: bool = True) -> list[ApprovalRequest]:
+@patch
+def list(self: ApprovalQueue, status: str | None = "pending", expire: bool = True) -> list[ApprovalRequest]:
     "Requests with `status` (None = all), oldest first. `expire=True` first moves overdue pending ones to expired."
     if status is not None and status not in STATUSES: raise ValueError(f"status must be one of {STATUSES} or None, got {status!r}")
     if expire: self.expire_due()
@@ -202,10 +207,9 @@ def _list(self, status: str | None = "pending", expire: bool = True) -> list[App
     reqs = [self._parse(cid, h) for cid, h in zip(ids, p.execute()) if h]
     return [q for q in reqs if status is None or q.status == status]
 
-ApprovalQueue.submit, ApprovalQueue.list = _submit, _list
-
 # %% ../../nbs/live/21_approvals.ipynb #81c5b927
-def _transition(self, cid: str, to: str, who: str, reason: str = "") -> ApprovalRequest:
+@patch
+def _transition(self: ApprovalQueue, cid: str, to: str, who: str, reason: str = "") -> ApprovalRequest:
     now = float(self.clock())
     out, status, by, exp = self._decide(keys=[self._key(cid)], args=[to, who, repr(now), reason])
     if out == "missing": raise ApprovalError(f"no approval request for order {cid}")
@@ -229,17 +233,20 @@ def _transition(self, cid: str, to: str, who: str, reason: str = "") -> Approval
         raise ApprovalError(f"order {cid}: request expired at {utc_now_iso(float(exp))}; {to} by {who} refused (marked expired)")
     return self.get(cid)
 
-def _approve(self, client_order_id: str, who: str) -> ApprovalRequest:
+@patch
+def approve(self: ApprovalQueue, client_order_id: str, who: str) -> ApprovalRequest:
     "pending → approved by `who` (the authenticated supervisor). ApprovalError if not pending, expired or unknown."
     return self._transition(client_order_id, "approved", current_identity(who, "approval: supervisor"))
 
-def _reject(self, client_order_id: str, who: str, reason: str) -> ApprovalRequest:
+@patch
+def reject(self: ApprovalQueue, client_order_id: str, who: str, reason: str) -> ApprovalRequest:
     "pending → rejected by `who` with a non-empty `reason` (stored; the order's reason becomes 'supervisor:<reason>')."
     who = current_identity(who, "rejection: supervisor")
     if not isinstance(reason, str) or not reason.strip(): raise ValueError(f"rejection of {client_order_id}: a reason is required")
     return self._transition(client_order_id, "rejected", who, reason.strip())
 
-def _expire_due(self) -> list[str]:
+@patch
+def expire_due(self: ApprovalQueue) -> list[str]:
     "Move every pending request whose `expires_at` ≤ clock() to expired; returns their ids (each recorded once)."
     now, done = float(self.clock()), []
     ids = self.r.zrange(self._index, 0, -1)
@@ -250,16 +257,14 @@ def _expire_due(self) -> list[str]:
         if self._transition(cid, "expired", "system:expiry").status == "expired": done.append(cid)  # the script re-checks
     return done
 
-def _decision(self, client_order_id: str) -> str:
+@patch
+def decision(self: ApprovalQueue, client_order_id: str) -> str:
     """'pending' | 'approved' | 'rejected' | 'expired' for the live loop (an overdue pending request is expired first).
     Only 'approved' may lead to a send — after the pre-trade checks run again at send time."""
     req = self.get(client_order_id)
     if req.status == "pending" and req.expires_at <= self.clock():
         req = self._transition(client_order_id, "expired", "system:expiry")
     return req.status
-
-ApprovalQueue._transition, ApprovalQueue.approve, ApprovalQueue.reject = _transition, _approve, _reject
-ApprovalQueue.expire_due, ApprovalQueue.decision = _expire_due, _decision
 
 # %% ../../nbs/live/21_approvals.ipynb #de683b02
 def default_ledger_path(settings) -> Path:
@@ -378,9 +383,6 @@ trading_state_add_args, trading_state_handler = _state_args, _state_handler
 
 
 # %% ../../nbs/live/21_approvals.ipynb #2fa780c2
-from fastcore.basics import patch
-
-
 @patch
 def expire(self: ApprovalQueue, client_order_id: str, who: str, reason: str) -> ApprovalRequest:
     "Expire the pending request of `client_order_id` now (its run ended); `ApprovalError` when it is not pending."

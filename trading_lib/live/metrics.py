@@ -89,9 +89,13 @@ class _Refresh:
     def describe(self): return []
 
 # %% ../../nbs/live/26_metrics.ipynb #316d614a
+from fastcore.basics import patch
+
+
 def _sv(x) -> str: return str(getattr(x, "value", getattr(x, "name", x)))
 
-def _on_order(self, state, client_order_id: str | None = None):
+@patch
+def on_order(self: LiveMetrics, state, client_order_id: str | None = None):
     "Count an order entering `state`; with `client_order_id`, a repeat of the order's current state is not counted."
     s = _sv(state)
     if client_order_id is not None:
@@ -99,23 +103,25 @@ def _on_order(self, state, client_order_id: str | None = None):
         self._order_state[client_order_id] = s
     self.orders.labels(state=s).inc()
 
-def _on_fill(self, n: int = 1): self.fills.inc(n)
+@patch
+def on_fill(self: LiveMetrics, n: int = 1): self.fills.inc(n)
 
-def _on_refusal(self, reason):
+@patch
+def on_refusal(self: LiveMetrics, reason):
     "Count a pre-trade refusal; `reason` is a `trading.risk.Reason` or its name."
     self.refusals.labels(reason=reason.name if hasattr(reason, "name") else str(reason)).inc()
 
-def _set_approvals(self, counts: dict, oldest_pending_seconds: float = 0.0):
+@patch
+def set_approvals(self: LiveMetrics, counts: dict, oldest_pending_seconds: float = 0.0):
     "This run's approval requests by status (`{'pending': 2, 'approved': 5, ...}`; missing = 0) and the oldest pending age."
     bad = set(counts) - set(APPROVAL_STATUSES)
     if bad: raise ValueError(f"approval statuses must be among {APPROVAL_STATUSES}, got {sorted(bad)}")
     for s in APPROVAL_STATUSES: self.approvals.labels(status=s).set(counts.get(s, 0))
     self.approval_oldest.set(max(0.0, float(oldest_pending_seconds)))
 
-LiveMetrics.on_order, LiveMetrics.on_fill, LiveMetrics.on_refusal, LiveMetrics.set_approvals = _on_order, _on_fill, _on_refusal, _set_approvals
-
 # %% ../../nbs/live/26_metrics.ipynb #068f5b7e
-def _set_equity(self, equity: float, peak: float, day_start: float):
+@patch
+def set_equity(self: LiveMetrics, equity: float, peak: float, day_start: float):
     """Equity, peak and start-of-day equity (currency). Drawdown = 1 - equity/peak; day P&L = equity - day_start and
     equity/day_start - 1. Non-finite or non-positive inputs give NaN gauges (visible), never a made-up number."""
     e, p, d = float(equity), float(peak), float(day_start)
@@ -124,7 +130,8 @@ def _set_equity(self, equity: float, peak: float, day_start: float):
     self.day_pnl.set(e - d)
     self.day_pnl_ratio.set(e / d - 1 if math.isfinite(e) and d > 0 and math.isfinite(d) else math.nan)
 
-def _observe_equity(self, equity: float, session):
+@patch
+def observe_equity(self: LiveMetrics, equity: float, session):
     "Equity at the close of `session` (timestamp): updates peak and day start, then `set_equity`; also `set_session`."
     day = pd.Timestamp(session).date()
     if day != self._day:
@@ -134,15 +141,15 @@ def _observe_equity(self, equity: float, session):
     self._last_equity = float(equity)
     self.set_equity(equity, self._peak, self._day_start); self.set_session(session)
 
-def _set_session(self, session):
+@patch
+def set_session(self: LiveMetrics, session):
     "The session being traded (UTC timestamp; naive = UTC)."
     ts = pd.Timestamp(session); ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
     self.session.set(ts.timestamp())
 
-LiveMetrics.set_equity, LiveMetrics.observe_equity, LiveMetrics.set_session = _set_equity, _observe_equity, _set_session
-
 # %% ../../nbs/live/26_metrics.ipynb #36d660d2
-def _set_state(self, state, kill_switch_engaged: bool | None = None, can_trade: bool | None = None):
+@patch
+def set_state(self: LiveMetrics, state, kill_switch_engaged: bool | None = None, can_trade: bool | None = None):
     "Trading state (`TradingState`, its value, or None = UNKNOWN), kill switch and whether a new order may be sent."
     s = "UNKNOWN" if state is None else _sv(state)
     if s not in STATES: raise ValueError(f"trading state must be one of {STATES}, got {state!r}")
@@ -150,32 +157,36 @@ def _set_state(self, state, kill_switch_engaged: bool | None = None, can_trade: 
     if kill_switch_engaged is not None: self.kill_switch.set(1 if kill_switch_engaged else 0)
     if can_trade is not None: self.can_trade.set(1 if can_trade else 0)
 
-def _set_reconciliation(self, ok: bool):
+@patch
+def set_reconciliation(self: LiveMetrics, ok: bool):
     "Outcome of a reconciliation with the broker (a failure also counts in trading_reconciliation_failures_total)."
     self.recon_ok.set(1 if ok else 0)
     if not ok: self.recon_failures.inc()
 
-def _heartbeat(self, now: float | None = None):
+@patch
+def heartbeat(self: LiveMetrics, now: float | None = None):
     "The loop is alive (used for the heartbeat age when no Redis state is watched)."
     self._beat = self.clock() if now is None else float(now)
 
-def _set_running(self, running: bool): self.running.set(1 if running else 0)
-
-LiveMetrics.set_state, LiveMetrics.set_reconciliation, LiveMetrics.heartbeat, LiveMetrics.set_running = (
-    _set_state, _set_reconciliation, _heartbeat, _set_running)
+@patch
+def set_running(self: LiveMetrics, running: bool): self.running.set(1 if running else 0)
 
 # %% ../../nbs/live/26_metrics.ipynb #c3445a8a
-def _observe_decision(self, seconds: float): self.decision_latency.observe(float(seconds))
-def _observe_ledger_append(self, seconds: float): self.ledger_latency.observe(float(seconds))
+@patch
+def observe_decision(self: LiveMetrics, seconds: float): self.decision_latency.observe(float(seconds))
+@patch
+def observe_ledger_append(self: LiveMetrics, seconds: float): self.ledger_latency.observe(float(seconds))
 
+@patch
 @contextmanager
-def _time_decision(self):
+def time_decision(self: LiveMetrics):
     "with metrics.time_decision(): decide(...)  — observes the elapsed wall time (also when the block raises)."
     t0 = time.perf_counter()
     try: yield
     finally: self.observe_decision(time.perf_counter() - t0)
 
-def _on_record(self, kind: str, payload: dict):
+@patch
+def on_record(self: LiveMetrics, kind: str, payload: dict):
     "Update the metrics from one audit-ledger record (`kind`, `payload` as `Ledger.append` takes them)."
     if kind == "order" and isinstance(payload.get("order"), dict):
         o = payload["order"]; self.on_order(o.get("state"), o.get("client_order_id"))
@@ -186,8 +197,6 @@ def _on_record(self, kind: str, payload: dict):
     elif kind == "kill_switch" and "engaged" in payload: self.kill_switch.set(1 if payload["engaged"] else 0)
     elif kind == "alert": self.ledger_alerts.inc()
 
-LiveMetrics.observe_decision, LiveMetrics.observe_ledger_append = _observe_decision, _observe_ledger_append
-LiveMetrics.time_decision, LiveMetrics.on_record = _time_decision, _on_record
 
 class MeteredLedger:
     """An `audit.Ledger` whose `append` is timed into `metrics` and whose records, once durable, feed
@@ -206,12 +215,14 @@ class MeteredLedger:
     def __getattr__(self, name): return getattr(self._ledger, name)
 
 # %% ../../nbs/live/26_metrics.ipynb #a879139b
-def _watch(self, state, queue=None, run_id: str | None = None, job: str = "live"):
+@patch
+def watch(self: LiveMetrics, state, queue=None, run_id: str | None = None, job: str = "live"):
     "Read `state` (`LiveState`) and `queue` (`ApprovalQueue`, requests of `run_id` only; None = all) at every scrape."
     self._watch = (state, queue, run_id, job)
     return self
 
-def _refresh_watched(self):
+@patch
+def _refresh_watched(self: LiveMetrics):
     now = self.clock()
     state, queue, run_id, job = self._watch
     try:
@@ -228,10 +239,9 @@ def _refresh_watched(self):
         log.warning("metrics: live state unreadable (%s: %s)", type(e).__name__, e)
         self.state_read_ok.set(0); self.state.state("UNKNOWN"); self.can_trade.set(0)
 
-LiveMetrics.watch, LiveMetrics._refresh_watched = _watch, _refresh_watched
-
 # %% ../../nbs/live/26_metrics.ipynb #08a67dcc
-def _serve(self, port: int, addr: str = "127.0.0.1") -> int:
+@patch
+def serve(self: LiveMetrics, port: int, addr: str = "127.0.0.1") -> int:
     "Serve /metrics on `addr`:`port`; returns the bound port. RuntimeError if already serving."
     if self._server is not None: raise RuntimeError(f"metrics already served on port {self._server[0].server_port}")
     self._server = start_http_server(int(port), addr, registry=self.registry)
@@ -239,18 +249,19 @@ def _serve(self, port: int, addr: str = "127.0.0.1") -> int:
     log.info("metrics on http://%s:%s/metrics", addr, p)
     return p
 
-def _serve_from_settings(self, settings: Settings) -> int | None:
+@patch
+def serve_from_settings(self: LiveMetrics, settings: Settings) -> int | None:
     "Serve on `settings.metrics` host and port; None when `[metrics] enabled = false`."
     return self.serve(settings.metrics.port, settings.metrics.host) if settings.metrics.enabled else None
 
-def _stop(self):
+@patch
+def stop(self: LiveMetrics):
     "Stop serving (idempotent)."
     if self._server is None: return
     srv, thread = self._server; self._server = None
     srv.shutdown(); srv.server_close(); thread.join(5)
 
-def _exposition(self) -> str:
+@patch
+def exposition(self: LiveMetrics) -> str:
     "The text a scrape returns."
     return generate_latest(self.registry).decode()
-
-LiveMetrics.serve, LiveMetrics.serve_from_settings, LiveMetrics.stop, LiveMetrics.exposition = _serve, _serve_from_settings, _stop, _exposition

@@ -470,7 +470,11 @@ class LiveState:
         return rec
 
 # %% ../../nbs/live/20_state.ipynb #33f8d08c
-def _positions_set(self, positions: Mapping[str, float]):
+from fastcore.basics import patch
+
+
+@patch
+def set_positions(self: LiveState, positions: Mapping[str, float]):
     "Replace the position book: symbol → signed shares (finite)."
     clean = {s: repr(_num(q, f"positions[{s}]")) for s, q in positions.items()}
     p = self.r.pipeline(transaction=True)
@@ -478,28 +482,33 @@ def _positions_set(self, positions: Mapping[str, float]):
     if clean: p.hset(self.key("positions"), mapping=clean)
     p.execute()
 
-def _positions(self) -> dict[str, float]:
+@patch
+def positions(self: LiveState) -> dict[str, float]:
     "symbol → signed shares; StateError on an unparsable value."
     return {s: _num(v, f"{self.key('positions')}[{s}]") for s, v in self.r.hgetall(self.key("positions")).items()}
 
-def _set_account(self, cash: float, equity: float):
+@patch
+def set_account(self: LiveState, cash: float, equity: float):
     "Store cash and equity (currency, finite) with the update time."
     self.r.hset(self.key("account"), mapping={"cash": repr(_num(cash, "cash")), "equity": repr(_num(equity, "equity")),
                                               "updated_at": utc_now_iso(self.clock())})
 
-def _account(self) -> dict:
+@patch
+def account(self: LiveState) -> dict:
     "{'cash', 'equity', 'updated_at'}; StateError if never set or unparsable."
     a = self.r.hgetall(self.key("account"))
     if not a: raise StateError(f"{self.key('account')}: no account record (cash/equity never set)")
     return {"cash": _num(a.get("cash"), f"{self.key('account')}.cash"),
             "equity": _num(a.get("equity"), f"{self.key('account')}.equity"), "updated_at": a.get("updated_at")}
 
-def _upsert_order(self, order: Order):
+@patch
+def upsert_order(self: LiveState, order: Order):
     "Store a non-terminal order under its client_order_id; a terminal one is removed from the open-order book."
     if order.is_terminal: self.r.hdel(self.key("orders:open"), order.client_order_id)
     else: self.r.hset(self.key("orders:open"), order.client_order_id, json.dumps(order.to_dict(), sort_keys=True))
 
-def _open_orders(self) -> dict[str, Order]:
+@patch
+def open_orders(self: LiveState) -> dict[str, Order]:
     "client_order_id → Order; StateError naming the id if a stored order does not parse."
     out = {}
     for cid, js in self.r.hgetall(self.key("orders:open")).items():
@@ -508,7 +517,8 @@ def _open_orders(self) -> dict[str, Order]:
             raise StateError(f"{self.key('orders:open')}[{cid}]: unreadable order ({e})") from None
     return out
 
-def _set_last_prices(self, prices: Mapping[str, float], timestamp=None):
+@patch
+def set_last_prices(self: LiveState, prices: Mapping[str, float], timestamp=None):
     "symbol → last trade/close price (currency per share, finite > 0) observed at `timestamp` (UTC ISO / tz-aware; default now)."
     ts = timestamp if isinstance(timestamp, str) else (timestamp.isoformat() if timestamp is not None else utc_now_iso(self.clock()))
     _parse_iso(ts, "last price timestamp")
@@ -519,7 +529,8 @@ def _set_last_prices(self, prices: Mapping[str, float], timestamp=None):
         m[s] = json.dumps([v, ts])
     if m: self.r.hset(self.key("prices"), mapping=m)
 
-def _last_prices(self) -> dict[str, tuple[float, str]]:
+@patch
+def last_prices(self: LiveState) -> dict[str, tuple[float, str]]:
     "symbol → (price, UTC ISO timestamp)."
     out = {}
     for s, js in self.r.hgetall(self.key("prices")).items():
@@ -528,26 +539,25 @@ def _last_prices(self) -> dict[str, tuple[float, str]]:
         out[s] = (_num(p, f"{self.key('prices')}[{s}]"), ts)
     return out
 
-def _heartbeat(self, job: str):
+@patch
+def heartbeat(self: LiveState, job: str):
     "Record that `job` is alive now (UTC ISO timestamp)."
     self.r.hset(self.key("heartbeats"), current_identity(job, "job name"), utc_now_iso(self.clock()))
 
-def _heartbeat_age(self, job: str) -> float:
+@patch
+def heartbeat_age(self: LiveState, job: str) -> float:
     "Seconds since `job`'s last heartbeat (by `clock`); `math.inf` if it never beat."
     ts = self.r.hget(self.key("heartbeats"), job)
     return math.inf if ts is None else self.clock() - _parse_iso(ts, f"{self.key('heartbeats')}[{job}]")
 
-LiveState.set_positions, LiveState.positions = _positions_set, _positions
-LiveState.set_account, LiveState.account = _set_account, _account
-LiveState.upsert_order, LiveState.open_orders = _upsert_order, _open_orders
-LiveState.set_last_prices, LiveState.last_prices = _set_last_prices, _last_prices
-LiveState.heartbeat, LiveState.heartbeat_age = _heartbeat, _heartbeat_age
 
-def _record_equity(self, session, equity: float):
+@patch
+def record_equity(self: LiveState, session, equity: float):
     "The live job's equity at the close of `session` (UTC timestamp): the dashboards' equity curve and P&L today."
     self.r.hset(self.key("equity_history"), _parse_ts(session), _num(equity, "equity"))
 
-def _equity_history(self) -> dict[str, float]:
+@patch
+def equity_history(self: LiveState) -> dict[str, float]:
     "Session (UTC ISO) → equity at its close, as recorded by `record_equity`."
     return {k: float(v) for k, v in self.r.hgetall(self.key("equity_history")).items()}
 
@@ -555,10 +565,9 @@ def _parse_ts(t) -> str:
     import pandas as pd
     return pd.Timestamp(t).tz_convert("UTC").isoformat() if pd.Timestamp(t).tzinfo else pd.Timestamp(t, tz="UTC").isoformat()
 
-LiveState.record_equity, LiveState.equity_history = _record_equity, _equity_history
-
 # %% ../../nbs/live/20_state.ipynb #740f4239
-def _set_trading_state(self, state, who: str, reason: str = "") -> TradingState:
+@patch
+def set_trading_state(self: LiveState, state, who: str, reason: str = "") -> TradingState:
     "Store ACTIVE / REDUCING / HALTED; a change (old → new) is recorded in the ledger and the stream as kind 'state'."
     new = TradingState(state); who = current_identity(who, "trading state change: who")
     old = self.r.set(self.key("trading_state"), new.value, get=True)
@@ -566,14 +575,16 @@ def _set_trading_state(self, state, who: str, reason: str = "") -> TradingState:
         self._record("state", {"from": old, "to": new.value, "by": who, "reason": reason, "at": utc_now_iso(self.clock())})
     return new
 
-def _trading_state(self) -> TradingState | None:
+@patch
+def trading_state(self: LiveState) -> TradingState | None:
     "The stored trading state, None if never set; StateError if the value is not a TradingState."
     v = self.r.get(self.key("trading_state"))
     if v is None: return None
     try: return TradingState(v)
     except ValueError: raise StateError(f"{self.key('trading_state')}: unreadable trading state {v!r}") from None
 
-def _kill_switch(self) -> KillSwitch | None:
+@patch
+def kill_switch(self: LiveState) -> KillSwitch | None:
     "The stored kill switch, None if never set; StateError if the stored value is not a kill-switch record."
     v = self.r.get(self.key("kill_switch"))
     if v is None: return None
@@ -616,15 +627,18 @@ def _flip_locked(self, engaged: bool, who: str, reason: str) -> KillSwitch:
     log.warning(f"kill switch {'ENGAGED' if engaged else 'released'} by {who}: {ks.reason}")
     return ks
 
-def _engage(self, who: str, reason: str) -> KillSwitch:
+@patch
+def engage_kill_switch(self: LiveState, who: str, reason: str) -> KillSwitch:
     "Engage the kill switch: no new orders until a person releases it. Identity and reason required."
     return _flip(self, True, who, reason)
 
-def _release(self, who: str, reason: str) -> KillSwitch:
+@patch
+def release_kill_switch(self: LiveState, who: str, reason: str) -> KillSwitch:
     "Release the kill switch (ledger first: if the ledger cannot record it, it stays engaged). Identity and reason required."
     return _flip(self, False, who, reason)
 
-def _can_trade(self) -> tuple[bool, str]:
+@patch
+def can_trade(self: LiveState) -> tuple[bool, str]:
     """(allowed, reason) for new orders — fail closed: False when Redis is unreachable, the kill switch is missing,
     unreadable or engaged, or the trading state is missing, unreadable or HALTED. REDUCING → (True, 'REDUCING: ...'):
     the pre-trade check must then pass only exposure-reducing orders."""
@@ -639,12 +653,9 @@ def _can_trade(self) -> tuple[bool, str]:
     if state == TradingState.REDUCING: return True, "REDUCING: only exposure-reducing orders"
     return True, "ACTIVE"
 
-LiveState.set_trading_state, LiveState.trading_state = _set_trading_state, _trading_state
-LiveState.kill_switch, LiveState.engage_kill_switch, LiveState.release_kill_switch = _kill_switch, _engage, _release
-LiveState.can_trade = _can_trade
-
 # %% ../../nbs/live/20_state.ipynb #0603af2c
-def _save_breakers(self, run_id: str, snapshot: Mapping, session=None):
+@patch
+def save_breakers(self: LiveState, run_id: str, snapshot: Mapping, session=None):
     """Persist `TradingStateMachine.snapshot()` of run `run_id` taken at `session` (UTC timestamp): ledger record
     `risk_state` {run_id, session, breakers} first (when this state has a ledger), then Redis `<ns>:live:<run_id>:breakers`."""
     from trading_lib.live.audit import canonical_json
@@ -654,7 +665,8 @@ def _save_breakers(self, run_id: str, snapshot: Mapping, session=None):
     if self.ledger is not None: self.ledger.append("risk_state", payload)
     self.r.set(self.key(f"live:{run_id}:breakers"), text)
 
-def _load_breakers(self, run_id: str) -> dict | None:
+@patch
+def load_breakers(self: LiveState, run_id: str) -> dict | None:
     """The latest stored snapshot of run `run_id` (a dict for `TradingStateMachine.restore`), or None: of the ledger's
     last `risk_state` record for the run and the Redis copy, the one with the later session (the ledger on a tie).
     StateError when the Redis value does not parse."""
@@ -670,7 +682,6 @@ def _load_breakers(self, run_id: str) -> dict | None:
         if last is not None: cands.append((last.get("session") or "", 1, last["breakers"]))
     return max(cands, key=lambda c: c[:2])[2] if cands else None
 
-LiveState.save_breakers, LiveState.load_breakers = _save_breakers, _load_breakers
 
 STATE_DOWN = (redis.ConnectionError, redis.TimeoutError, StateUnavailable)
 
@@ -696,7 +707,8 @@ def _job_public(d: Mapping) -> dict:
             "started_at": d.get("started_at", ""), "session": d.get("session", ""), "ended": d.get("ended") == "1",
             "ended_at": d.get("ended_at", ""), "summary": summary}
 
-def _set_job(self, run_id: str, mode: str, broker: str, job: str = "live") -> dict:
+@patch
+def set_job(self: LiveState, run_id: str, mode: str, broker: str, job: str = "live") -> dict:
     """Start the run-level record: `run_id` (the job's run id), `mode` ('replay' | 'paper' | 'live'), `broker` (its
     name), `job` (the heartbeat name). Replaces the previous run's record; returns `job()`."""
     rid = current_identity(run_id, "run id")
@@ -707,7 +719,8 @@ def _set_job(self, run_id: str, mode: str, broker: str, job: str = "live") -> di
     p.execute()
     return self.job()
 
-def _set_job_session(self, session, equity: float | None = None):
+@patch
+def set_job_session(self: LiveState, session, equity: float | None = None):
     """The session the running job is trading now (UTC timestamp; in a replay the replayed date) and, with `equity`
     (currency), its equity at that session's close in the run's own curve. StateError without a job record."""
     rid = self.r.hget(self.key("job"), "run_id")
@@ -718,7 +731,8 @@ def _set_job_session(self, session, equity: float | None = None):
     if equity is not None: p.hset(self.key(f"job_equity:{rid}"), ts, repr(_num(equity, "equity")))
     p.execute()
 
-def _end_job(self, summary: Mapping | None = None) -> dict:
+@patch
+def end_job(self: LiveState, summary: Mapping | None = None) -> dict:
     "Mark the current job ended now with `summary` (JSON-able dict: e.g. sessions, orders, reconciliation ok); returns `job()`."
     rid = self.r.hget(self.key("job"), "run_id")
     if not rid: raise StateError(f"{self.key('job')}: no job record (set_job first)")
@@ -728,11 +742,13 @@ def _end_job(self, summary: Mapping | None = None) -> dict:
     self.r.hset(self.key("jobs"), rid, json.dumps(rec, sort_keys=True))
     return self.job()
 
-def _job(self) -> dict:
+@patch
+def job(self: LiveState) -> dict:
     "The current job record (see the key table; `ended` bool, `summary` dict), {} if no job ever started."
     return _job_public(self.r.hgetall(self.key("job")))
 
-def _jobs(self) -> dict[str, dict]:
+@patch
+def jobs(self: LiveState) -> dict[str, dict]:
     "run_id → that run's latest record (as `job()`), every run seen on this namespace."
     out = {}
     for rid, js in self.r.hgetall(self.key("jobs")).items():
@@ -740,11 +756,9 @@ def _jobs(self) -> dict[str, dict]:
         except ValueError: out[rid] = {"run_id": rid, "unreadable": js}
     return out
 
-def _job_equity(self, run_id: str | None = None) -> dict[str, float]:
+@patch
+def job_equity(self: LiveState, run_id: str | None = None) -> dict[str, float]:
     "Session (UTC ISO) → equity at its close for run `run_id` (default: the current job's run), sorted by session."
     rid = run_id or self.r.hget(self.key("job"), "run_id")
     if not rid: return {}
     return dict(sorted((k, float(v)) for k, v in self.r.hgetall(self.key(f"job_equity:{rid}")).items()))
-
-LiveState.set_job, LiveState.set_job_session, LiveState.end_job, LiveState.job = _set_job, _set_job_session, _end_job, _job
-LiveState.jobs, LiveState.job_equity = _jobs, _job_equity
