@@ -19,8 +19,8 @@ from trading_lib.live.approvals import ApprovalQueue
 from trading_lib.live.audit import Ledger, verify
 from trading_lib.live.state import LiveState, close_redis, connect_redis
 from trading_lib.live.trader import LiveTrader
-from trading_lib.research.backtest import score_matrix, weights_from_scores
 from trading_lib.trading.engine import run_backtest
+from trading_lib.trading.strategy import ForecastStrategy
 
 SYMS = ["AAPL", "JPM", "KO", "XOM", "PFE", "MSFT"]
 
@@ -61,8 +61,7 @@ def test_replay_reproduces_the_backtest(tmp_path):
         hist = tr.run()
     finally:
         close_redis(r, shutdown=True)
-    target = weights_from_scores(score_matrix(fc, 20, close.index, close.columns), s)
-    bt = run_backtest(close, target, s)
+    bt = run_backtest(close, ForecastStrategy(fc, s, horizon=20), s)
     assert len(b.fills) == bt.n_fills > 50
     np.testing.assert_allclose(hist["equity"].to_numpy(), bt.equity.to_numpy(), rtol=1e-9)
     assert verify(led.path).ok

@@ -17,13 +17,12 @@ from trading_lib.research.backtest import (
     forecast_settings_from_run,
     load_trials,
     momentum_scores,
-    score_matrix,
     summary_table,
     tracking_gap,
     walk_forward,
-    weights_from_scores,
 )
 from trading_lib.trading.engine import run_backtest
+from trading_lib.trading.strategy import ScoreStrategy, ensemble_scores
 
 SYMS = ["AAPL", "AMD", "BAC", "BBY", "CVX", "JPM", "KO", "MSFT", "PFE", "XOM"]
 
@@ -75,8 +74,8 @@ def test_held_weights_track_targets_when_limits_scale_with_equity():
     base = load_settings(environ={}).replace(execution__initial_cash=5_000_000.0, portfolio__top_k=4)
     sess = close.index[close.index >= pd.Timestamp("2009-01-01", tz="UTC")]
     sc = momentum_scores(close).reindex(sess)
-    W = weights_from_scores(sc, base)
     C = close.reindex(sess)
+    W = run_backtest(C, ScoreStrategy(sc, base), base).targets  # the strategy's targets (NaN rows: no decision)
     fixed = run_backtest(C, W, base.replace(risk__max_order_fraction=None, risk__max_order_notional=500_000.0))
     scaled = run_backtest(C, W, base.replace(risk__max_order_fraction=0.35))
     g_fixed, g_scaled = tracking_gap(fixed.weights, W), tracking_gap(scaled.weights, W)
@@ -120,7 +119,7 @@ def test_topk_ties_are_neutral():
     flat = pd.DataFrame(rng.integers(0, 2, size=(len(sess), len(SYMS))).astype(float), index=sess, columns=SYMS)
     s = load_settings(environ={}).replace(portfolio__rebalance="D", portfolio__top_k=5, portfolio__max_weight=1.0)
     with pytest.warns(TieWarning, match="fewer than k \\+ 1 = 6 distinct"):
-        W = weights_from_scores(flat, s)
+        W = run_backtest(pd.DataFrame(100.0, index=sess, columns=SYMS), ScoreStrategy(flat, s), s).targets
     share = W.mean()
     assert share.max() - share.min() < 0.01, share  # ≈ 0.1 each
     with warnings.catch_warnings():
@@ -130,7 +129,7 @@ def test_topk_ties_are_neutral():
     # an all-equal forecast through the score matrix: no symbol is favoured
     fc = pd.DataFrame({"timestamp": np.repeat(sess[:50], len(SYMS)), "symbol": np.tile(SYMS, 50), "horizon": 20,
                        "prediction": 0.01, "confidence": 0.5, "model": "flat"})
-    sc = score_matrix(fc, 20, sess[:50], SYMS).fillna(0.0)
+    sc = pd.DataFrame(ensemble_scores(fc, 20, sess[:50], SYMS)[0], index=sess[:50], columns=SYMS).fillna(0.0)
     with pytest.warns(TieWarning):
-        W0 = weights_from_scores(sc, s)
+        W0 = run_backtest(pd.DataFrame(100.0, index=sess[:50], columns=SYMS), ScoreStrategy(sc, s), s).targets
     assert np.allclose(W0.dropna().to_numpy(), 1 / len(SYMS))

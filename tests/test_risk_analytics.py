@@ -12,8 +12,8 @@ from trading_lib.analytics import risk_analytics as RA
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource
 from trading_lib.portfolio import optimisation as O
-from trading_lib.research.backtest import weights_from_scores
 from trading_lib.trading.engine import run_backtest
+from trading_lib.trading.strategy import ScoreStrategy
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +45,9 @@ def test_hrp_18_year_weekly_backtest_under_60s(close):
     C = close.loc["2005":"2022"]
     scores = pd.DataFrame(0.0, index=C.index, columns=C.columns)
     t0 = time.perf_counter()
-    W = weights_from_scores(scores, S, close=close)
-    bt = run_backtest(C, W, S)
+    bt = run_backtest(close, ScoreStrategy(scores, S), S, start=C.index[0], end=C.index[-1])  # history before 2005 feeds the covariance
     secs = time.perf_counter() - t0
-    assert W.notna().all(axis=1).sum() > 900 and bt.n_fills > 0
+    assert bt.targets.notna().all(axis=1).sum() > 900 and bt.n_fills > 0
     assert secs < 60, f"HRP weekly backtest 2005-2022 took {secs:.1f} s"
 
 
@@ -65,8 +64,8 @@ def test_no_lookahead_weights(close, method, vol):
     d = sess[60]
     C2 = C.copy(); after = C2.index > d
     C2.loc[after] = C2.loc[after] * rng.uniform(0.5, 1.5, C2.loc[after].shape)
-    W1 = weights_from_scores(scores, S, close=C, expected_returns=mu)
-    W2 = weights_from_scores(scores, S, close=C2, expected_returns=mu)
+    W1 = run_backtest(C, ScoreStrategy(scores, S, expected_returns=mu), S).targets
+    W2 = run_backtest(C2, ScoreStrategy(scores, S, expected_returns=mu), S).targets
     pd.testing.assert_frame_equal(W1.loc[:d], W2.loc[:d])
     later = W1.loc[d:].iloc[1:].dropna()
     assert len(later) and not np.allclose(later, W2.loc[later.index])

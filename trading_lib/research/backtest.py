@@ -24,12 +24,11 @@ from ..trading.engine import run_backtest
 
 # %% auto #0
 __all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS', 'Fold', 'walk_forward_folds',
-           'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix', 'weights_from_scores',
-           'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table', 'tracking_gap',
-           'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials', 'load_trials',
-           'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets', 'fast_returns',
-           'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs', 'trial_records',
-           'tracking_report', 'tie_report', 'research_summary_lines']
+           'WalkForwardResult', 'walk_forward', 'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata',
+           'summary_table', 'tracking_gap', 'refusal_report', 'significance_report', 'frame_hash', 'trial_record',
+           'append_trials', 'load_trials', 'trial_statistics', 'momentum_scores', 'inverse_vol_targets',
+           'baseline_targets', 'fast_returns', 'random_null', 'forecast_settings_of', 'forecast_settings_from_run',
+           'baseline_runs', 'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -114,64 +113,6 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     return WalkForwardResult(fc, folds, timings, n_configurations=len(models), excluded_features=excluded)
 
 # %% ../../nbs/research/17_backtest.ipynb #00984fc8
-def score_matrix(forecasts: pd.DataFrame, horizon: int, sessions: pd.DatetimeIndex, symbols, models=None) -> pd.DataFrame:
-    """(T, N) ensemble score: mean over `models` of each model's cross-sectional z-score of `prediction` at `horizon`.
-    NaN where no model forecasts a (session, symbol)."""
-    fc = forecasts[forecasts["horizon"] == horizon]
-    if models is not None: fc = fc[fc["model"].isin(list(models))]
-    if fc.empty: raise ValueError(f"no forecasts at horizon {horizon} for models {models}")
-    zs = []
-    for _, g in fc.groupby("model"):
-        w = g.pivot(index="timestamp", columns="symbol", values="prediction").reindex(index=sessions, columns=list(symbols))
-        mu, sd = w.mean(axis=1), w.std(axis=1, ddof=0)
-        zs.append(w.sub(mu, axis=0).div(sd.where(sd > 0), axis=0))
-    stack = np.stack([z.to_numpy() for z in zs])
-    with np.errstate(all="ignore"):
-        cnt = np.isfinite(stack).sum(0); tot = np.nansum(stack, 0)
-        avg = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
-    return pd.DataFrame(avg, index=sessions, columns=list(symbols))
-
-def expected_return_matrix(forecasts: pd.DataFrame, horizon: int, sessions: pd.DatetimeIndex, symbols, models=None) -> pd.DataFrame:
-    """(T, N) expected simple return per day (fraction) for the mean-risk optimisers: the mean over `models` of the
-    `prediction` at `horizon` divided by `horizon` (a per-day rate, on the scale of the daily covariance). NaN where no
-    model forecasts a (session, symbol)."""
-    fc = forecasts[forecasts["horizon"] == horizon]
-    if models is not None: fc = fc[fc["model"].isin(list(models))]
-    if fc.empty: raise ValueError(f"no forecasts at horizon {horizon} for models {models}")
-    m = fc.groupby(["timestamp", "symbol"])["prediction"].mean().unstack("symbol")
-    return (m / horizon).reindex(index=sessions, columns=list(symbols))
-
-def weights_from_scores(scores: pd.DataFrame, settings: Settings, close: pd.DataFrame | None = None,
-                        expected_returns: pd.DataFrame | None = None, method: str | None = None) -> pd.DataFrame:
-    """Target weights on rebalance sessions (NaN rows elsewhere and where no symbol has a score). `method` (default
-    `settings.portfolio.method`): 'topk' / 'rank' use the scores alone; the optimised methods
-    (`optimisation.OPTIMISED_METHODS`: mean_variance, mean_cvar, hrp, herc, risk_budgeting) also need `close` (T', N)
-    adjusted closes whose index contains `scores.index` (history before it is used for the covariance, data after a
-    decision date never is); mean_variance / mean_cvar also need `expected_returns` (see `expected_return_matrix`).
-    `portfolio.vol_target_enabled` needs `close` for every method."""
-    p = settings.portfolio; m = method or p.method
-    keep = rebalance_mask(scores.index, p.rebalance) & np.isfinite(scores.to_numpy()).any(axis=1)
-    needs_close = m not in ("topk", "rank") or p.vol_target_enabled
-    if needs_close:
-        if close is None: raise ValueError(f"portfolio.method={m!r} (vol_target_enabled={p.vol_target_enabled}) needs past prices: pass close=")
-        if list(close.columns) != list(scores.columns): raise ValueError("close must have the scores' columns (symbols) in the same order")
-    if m in ("topk", "rank"):
-        w = np.full(scores.shape, np.nan)
-        w[keep] = target_weights(scores.to_numpy()[keep], m, p.top_k, p.max_weight, index=scores.index[keep])
-        W = pd.DataFrame(w, index=scores.index, columns=scores.columns)
-        if p.vol_target_enabled:
-            from trading_lib.portfolio.optimisation import vol_target
-            W.loc[keep] = vol_target(W.loc[keep], close, p.target_vol, settings.risk.max_gross_exposure,
-                                     settings.risk.max_position_weight, p.vol_window)[0].to_numpy()
-        return W
-    from trading_lib.portfolio.optimisation import weights_for_settings
-    if m in ("mean_variance", "mean_cvar") and expected_returns is None:
-        raise ValueError(f"portfolio.method={m!r} needs expected_returns (daily expected simple returns, see expected_return_matrix)")
-    W = pd.DataFrame(np.nan, index=scores.index, columns=scores.columns)
-    if keep.any():
-        W.loc[keep] = weights_for_settings(close, scores.index[keep], settings, expected_returns, method=m).to_numpy()
-    return W
-
 def equal_weight_targets(close: pd.DataFrame, freq: str = "M") -> pd.DataFrame:
     "1/N over the symbols with a valid close, rebalanced on the last session of each `freq` period."
     valid = np.isfinite(close.to_numpy()) & (close.to_numpy() > 0)

@@ -20,8 +20,9 @@ from ..config import Settings
 from ..models.base import Forecaster
 from ..models.factory import make_forecaster
 from ..models.registry import ModelRegistry
-from .backtest import Fold, config_hash, expected_return_matrix, score_matrix, walk_forward_folds, weights_from_scores
+from .backtest import Fold, config_hash, walk_forward_folds
 from ..trading.engine import run_backtest
+from ..trading.strategy import ForecastStrategy
 
 # %% auto #0
 __all__ = ['eval_fold', 'Candidate', 'default_challenger', 'champion_candidate', 'trial_config', 'oos_forecasts',
@@ -136,9 +137,7 @@ def candidate_returns(forecasts: pd.DataFrame, close: pd.DataFrame, settings: Se
     (earlier history feeds the optimised methods' covariance)."""
     h = settings.portfolio.signal_horizon
     t0, t1 = forecasts["timestamp"].min(), forecasts["timestamp"].max()
-    C = close[(close.index >= t0) & (close.index <= t1)]
-    sc = score_matrix(forecasts, h, C.index, C.columns); mu = expected_return_matrix(forecasts, h, C.index, C.columns)
-    return run_backtest(C, weights_from_scores(sc, settings, close, mu), settings).returns
+    return run_backtest(close, ForecastStrategy(forecasts, settings, horizon=h), settings, start=t0, end=t1).returns
 
 def record_trials(path: str | Path | None, data_hash: str, trials: dict) -> tuple[int, float]:
     """Append `trials` {config hash: per-period Sharpe ratio} on data `data_hash` to the JSON-lines log `path` (None:

@@ -18,8 +18,8 @@ from ..util import load_object
 
 # %% auto #0
 __all__ = ['PORTFOLIO_METHODS', 'BUILTIN_STRATEGIES', 'SessionContext', 'Decision', 'Strategy', 'as_decision',
-           'ScheduledStrategy', 'EqualWeight', 'BuyAndHold', 'FixedWeights', 'ensemble_scores', 'ForecastStrategy',
-           'check_strategy_name', 'make_strategy']
+           'ScheduledStrategy', 'EqualWeight', 'BuyAndHold', 'FixedWeights', 'ensemble_scores', 'ScoreStrategy',
+           'ForecastStrategy', 'check_strategy_name', 'make_strategy']
 
 # %% ../../nbs/trading/13_strategy.ipynb #3863acc2
 @dataclass
@@ -132,28 +132,33 @@ def ensemble_scores(forecasts: pd.DataFrame, horizon: int, sessions: pd.Datetime
 # %% ../../nbs/trading/13_strategy.ipynb #5c346f1d
 PORTFOLIO_METHODS = ("topk", "rank", "mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting")
 
-class ForecastStrategy(ScheduledStrategy):
-    """Forecasts → target weights with the portfolio method of `settings.portfolio` (or `method`). `forecasts`: long
-    table (timestamp, symbol, horizon, prediction, confidence, model) — a session's decision reads only the rows of
-    that session. `models`: the models whose forecasts enter the ensemble (default all in the table). Raises
-    ValueError for an unknown method (naming the known ones)."""
-    name = "forecast"
-    def __init__(self, forecasts: pd.DataFrame, settings: Settings, models=None, method: str | None = None,
-                 horizon: int | None = None, vol_target: bool | None = None, name: str | None = None):
+class ScoreStrategy(ScheduledStrategy):
+    """Scores → target weights with the portfolio method of `settings.portfolio` (or `method`), with or without
+    volatility targeting: the one sizing of the system. `scores` (T', N) per session × symbol (higher = more
+    attractive, NaN = no score); `expected_returns` (T', N) daily expected simple returns (mean_variance / mean_cvar
+    need them); `confidence` (T', N) optional. `prepare` aligns them to the run's sessions and symbols; a session's
+    decision reads only its own row and the closes up to it. Raises ValueError for an unknown method."""
+    name = "scores"
+    def __init__(self, scores: pd.DataFrame | None, settings: Settings, expected_returns: pd.DataFrame | None = None,
+                 confidence: pd.DataFrame | None = None, method: str | None = None, vol_target: bool | None = None,
+                 name: str | None = None):
         p = settings.portfolio
         super().__init__(p.rebalance)
-        self.forecasts, self.settings, self.models = forecasts, settings, (sorted(models) if models else sorted(forecasts["model"].unique()))
+        self.settings, self.frames = settings, (scores, expected_returns, confidence)
         self.method = method or p.method
         if self.method not in PORTFOLIO_METHODS:
             raise ValueError(f"unknown portfolio method {self.method!r} (expected one of {', '.join(PORTFOLIO_METHODS)})")
-        self.horizon = int(horizon or p.signal_horizon)
         self.vol_target = p.vol_target_enabled if vol_target is None else bool(vol_target)
-        self.name = name or "forecast"
+        self.name = name or type(self).name
+        self.info = {}  # what every decision records besides method and score
         self.previous = None  # last optimised weights (for the turnover penalty)
 
     def prepare(self, symbols, sessions):
         super().prepare(symbols, sessions)
-        self.score, self.mu, self.conf = ensemble_scores(self.forecasts, self.horizon, self.sessions, self.symbols, self.models)
+        self.score, self.mu, self.conf = (None if f is None else f.reindex(index=self.sessions, columns=self.symbols).to_numpy(float)
+                                          for f in self.frames)
+        if self.mu is None and self.method in ("mean_variance", "mean_cvar"):
+            raise ValueError(f"portfolio method {self.method!r} needs expected_returns (daily expected simple returns)")
 
     def target_weights(self, ctx):
         i = self.sessions.get_loc(ctx.timestamp)
@@ -164,8 +169,8 @@ class ForecastStrategy(ScheduledStrategy):
             w = score_weights(score, self.method, p.top_k, p.max_weight, index=[ctx.timestamp])  # ties: neutral
         else:
             from trading_lib.portfolio.optimisation import optimised_weights
-            close = pd.DataFrame(ctx.close, index=self.sessions[:ctx.t + 1], columns=self.symbols)
-            mu = pd.DataFrame(self.mu[i][None], index=[ctx.timestamp], columns=self.symbols)
+            close = self.recent_closes(ctx, p.cov_window + 1)
+            mu = None if self.mu is None else pd.DataFrame(self.mu[i][None], index=[ctx.timestamp], columns=self.symbols)
             W = optimised_weights(close, self.method, [ctx.timestamp], mu, cov_window=p.cov_window, max_weight=p.max_weight,
                                   risk_aversion=p.risk_aversion, cvar_risk_aversion=p.cvar_risk_aversion,
                                   turnover_penalty=p.turnover_penalty, previous_weights=self.previous)
@@ -174,11 +179,32 @@ class ForecastStrategy(ScheduledStrategy):
             self.previous = w
         if self.vol_target:
             from trading_lib.portfolio.optimisation import vol_target
-            close = pd.DataFrame(ctx.close, index=self.sessions[:ctx.t + 1], columns=self.symbols)
+            close = self.recent_closes(ctx, p.vol_window + 1)
             w = vol_target(pd.DataFrame(w[None], index=[ctx.timestamp], columns=self.symbols), close, p.target_vol,
                            r.max_gross_exposure, r.max_position_weight, p.vol_window)[0].iloc[0].to_numpy()
-        return Decision(w, self.conf[i], dict(method=self.method, models=self.models, horizon=self.horizon,
-                                              score=score))
+        return Decision(w, None if self.conf is None else self.conf[i], dict(method=self.method, **self.info, score=score))
+
+    def recent_closes(self, ctx, n: int) -> pd.DataFrame:
+        """The last `n` closes up to the session (n, N): all that the covariance window (`cov_window` + 1 closes) and
+        the volatility forecast (`vol_window` + 1) read, so a decision costs the same in year 1 and year 30."""
+        lo = max(ctx.t + 1 - n, 0)
+        return pd.DataFrame(ctx.close[lo:], index=self.sessions[lo:ctx.t + 1], columns=self.symbols)
+
+class ForecastStrategy(ScoreStrategy):
+    """Forecasts → `ensemble_scores` → the sizing of `ScoreStrategy`. `forecasts`: long table (timestamp, symbol,
+    horizon, prediction, confidence, model) — a session's decision reads only the rows of that session. `models`: the
+    models whose forecasts enter the ensemble (default all in the table); `horizon` default `portfolio.signal_horizon`."""
+    name = "forecast"
+    def __init__(self, forecasts: pd.DataFrame, settings: Settings, models=None, method: str | None = None,
+                 horizon: int | None = None, vol_target: bool | None = None, name: str | None = None):
+        super().__init__(None, settings, method=method, vol_target=vol_target, name=name)
+        self.forecasts, self.models = forecasts, (sorted(models) if models else sorted(forecasts["model"].unique()))
+        self.horizon = int(horizon or settings.portfolio.signal_horizon)
+        self.info = dict(models=self.models, horizon=self.horizon)
+
+    def prepare(self, symbols, sessions):
+        ScheduledStrategy.prepare(self, symbols, sessions)
+        self.score, self.mu, self.conf = ensemble_scores(self.forecasts, self.horizon, self.sessions, self.symbols, self.models)
 
 # %% ../../nbs/trading/13_strategy.ipynb #4dc0c8bd
 BUILTIN_STRATEGIES = {"forecast": ForecastStrategy, "equal_weight": EqualWeight, "buy_and_hold": BuyAndHold}
