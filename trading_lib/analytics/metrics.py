@@ -258,16 +258,20 @@ def deflated_sharpe_ratio(returns, n_trials: int, var_trials_sr: float) -> float
     return probabilistic_sharpe_ratio(returns, sr_benchmark=expected_max_sharpe(n_trials, var_trials_sr))
 
 # %% ../../nbs/analytics/03_metrics.ipynb #a73e6d18
+def _paired_returns(returns_a, returns_b) -> tuple[np.ndarray, np.ndarray]:
+    "Two validated daily return series on the same dates (same index, or same length for arrays), at least 3 of each."
+    a, b = _as_returns(returns_a, "returns_a"), _as_returns(returns_b, "returns_b")
+    if len(a) != len(b) or (isinstance(returns_a, pd.Series) and isinstance(returns_b, pd.Series) and not a.index.equals(b.index)):
+        raise ValueError(f"returns_a and returns_b must cover the same dates ({len(a)} vs {len(b)} rows)")
+    if len(a) < 3: raise ValueError(f"need at least 3 returns, got {len(a)}")
+    return a.to_numpy(), b.to_numpy()
+
 def sharpe_difference(returns_a, returns_b) -> tuple[float, float, float]:
     """(annualised SR_a − SR_b, its standard error, z) for two daily simple return series on the same dates
     (same index, or same length for arrays). Jobson–Korkie (1981) with Memmel's (2003) correction, as in Ledoit &
     Wolf (2008), J. Empirical Finance 15(5), section 2; assumes i.i.d. normal returns. z is NaN when the standard
     error is 0 (identical series). Raises ValueError on misaligned series."""
-    a, b = _as_returns(returns_a, "returns_a"), _as_returns(returns_b, "returns_b")
-    if len(a) != len(b) or (isinstance(returns_a, pd.Series) and isinstance(returns_b, pd.Series) and not a.index.equals(b.index)):
-        raise ValueError(f"returns_a and returns_b must cover the same dates ({len(a)} vs {len(b)} rows)")
-    x, y = a.to_numpy(), b.to_numpy(); T = len(x)
-    if T < 3: raise ValueError(f"need at least 3 returns, got {T}")
+    x, y = _paired_returns(returns_a, returns_b); T = len(x)
     sa, sb = x.std(ddof=1), y.std(ddof=1)
     if np.ptp(x) == 0 or np.ptp(y) == 0: raise ValueError("a constant return series has no Sharpe ratio")
     sra, srb = x.mean() / sa, y.mean() / sb
@@ -303,11 +307,7 @@ def sharpe_difference_hac(returns_a, returns_b, lags: int | None = None) -> tupl
     Delta method on the moments (μ_a, μ_b, E a², E b²) with their Newey–West long-run covariance (`lags`, default
     `newey_west_lags(T)`): Ledoit & Wolf (2008), J. Empirical Finance 15(5), section 3.1. Valid under serial
     correlation and fat tails, unlike `sharpe_difference`. z is NaN when the standard error is 0."""
-    a, b = _as_returns(returns_a, "returns_a"), _as_returns(returns_b, "returns_b")
-    if len(a) != len(b) or (isinstance(returns_a, pd.Series) and isinstance(returns_b, pd.Series) and not a.index.equals(b.index)):
-        raise ValueError(f"returns_a and returns_b must cover the same dates ({len(a)} vs {len(b)} rows)")
-    x, y = a.to_numpy(), b.to_numpy(); T = len(x)
-    if T < 3: raise ValueError(f"need at least 3 returns, got {T}")
+    x, y = _paired_returns(returns_a, returns_b); T = len(x)
     if np.ptp(x) == 0 or np.ptp(y) == 0: raise ValueError("a constant return series has no Sharpe ratio")
     Y = np.c_[x, y, x ** 2, y ** 2]
     mu_a, mu_b, g_a, g_b = Y.mean(axis=0)

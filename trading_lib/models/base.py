@@ -202,10 +202,29 @@ class Forecaster:
         "Write the fitted model to one file (plain data via `torch.save`); returns the path."
         if not getattr(self, "fitted_", False): raise RuntimeError(f"{self.name}: save() before fit()")
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": _FORMAT, "class": type(self).__name__, "module": type(self).__module__, "params": self.get_params(),
-                    "feature_names": self.feature_names_, "horizons": self.horizons_,
-                    "calibration": {int(h): c for h, c in self.calibration_.items()}, "state": self._get_state()}, path)
+        torch.save({"format": _FORMAT, **self.to_dict()}, path)
         return path
+
+    def to_dict(self) -> dict:
+        "The fitted model as plain data (class, module, params, feature names, horizons, calibration, state)."
+        return {"class": type(self).__name__, "module": type(self).__module__, "params": self.get_params(),
+                "feature_names": self.feature_names_, "horizons": self.horizons_,
+                "calibration": {int(h): c for h, c in self.calibration_.items()}, "state": self._get_state()}
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "Forecaster":
+        """The model of `to_dict`'s `d` (its class imported from `d["module"]` when not registered yet); ValueError
+        when `d` holds a class that is not a `cls`. `overrides`: as in `load`."""
+        klass = FORECASTER_CLASSES.get(d["class"])
+        if klass is None and d.get("module"):  # the class's module was not imported yet (a zoo or user model)
+            import importlib
+            importlib.import_module(d["module"]); klass = FORECASTER_CLASSES.get(d["class"])
+        if klass is None or not issubclass(klass, cls): raise ValueError(f"holds a {d['class']}, not a {cls.__name__}")
+        obj = klass(**{**d["params"], **overrides})
+        obj.feature_names_, obj.horizons_ = list(d["feature_names"]), [int(h) for h in d["horizons"]]
+        obj.calibration_ = {int(h): c for h, c in d["calibration"].items()}
+        obj._set_state(d["state"]); obj.fitted_ = True
+        return obj
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "Forecaster":
@@ -213,16 +232,8 @@ class Forecaster:
         constructor parameters that do not change the model (e.g. `device="cpu"`, `n_jobs=4`, `progress=False`)."""
         d = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(d, dict) or d.get("format") != _FORMAT: raise ValueError(f"{path}: not a {_FORMAT} file")
-        klass = FORECASTER_CLASSES.get(d["class"])
-        if klass is None and d.get("module"):  # the class's module was not imported yet (a zoo or user model)
-            import importlib
-            importlib.import_module(d["module"]); klass = FORECASTER_CLASSES.get(d["class"])
-        if klass is None or not issubclass(klass, cls): raise ValueError(f"{path}: holds a {d['class']}, not a {cls.__name__}")
-        obj = klass(**{**d["params"], **overrides})
-        obj.feature_names_, obj.horizons_ = list(d["feature_names"]), [int(h) for h in d["horizons"]]
-        obj.calibration_ = {int(h): c for h, c in d["calibration"].items()}
-        obj._set_state(d["state"]); obj.fitted_ = True
-        return obj
+        try: return cls.from_dict(d, **overrides)
+        except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 # %% ../../nbs/models/05_base.ipynb #b9ea854a
 class LightGBMForecaster(Forecaster):

@@ -295,17 +295,6 @@ def _pooled_ic(p: np.ndarray, y: np.ndarray) -> float:
     if m.sum() < 3 or np.std(p[m]) == 0 or np.std(y[m]) == 0: return 0.0
     return float(np.corrcoef(p[m], y[m])[0, 1])
 
-def _dump_model(m: Forecaster) -> dict:
-    return {"class": type(m).__name__, "params": m.get_params(), "feature_names": m.feature_names_, "horizons": m.horizons_,
-            "calibration": {int(h): c for h, c in m.calibration_.items()}, "state": m._get_state()}
-
-def _undump_model(d: dict) -> Forecaster:
-    obj = FORECASTER_CLASSES[d["class"]](**d["params"])
-    obj.feature_names_, obj.horizons_ = list(d["feature_names"]), [int(h) for h in d["horizons"]]
-    obj.calibration_ = {int(h): c for h, c in d["calibration"].items()}
-    obj._set_state(d["state"]); obj.fitted_ = True
-    return obj
-
 class EnsembleForecaster(Forecaster):
     """Weighted average of member forecasters, weights per horizon learned on the validation slice (IC-proportional,
     or equal). `members`: list of unfitted Forecasters, or of {"class": name, "params": {...}} specs; their names
@@ -356,13 +345,13 @@ class EnsembleForecaster(Forecaster):
         return pd.DataFrame(P, index=idx).reindex(Xv.index).to_numpy()
 
     def _get_state(self):
-        return {"models": [_dump_model(m) for m in self.models_],
+        return {"models": [m.to_dict() for m in self.models_],
                 "weights": {int(h): {n: float(w) for n, w in d.items()} for h, d in self.weights_.items()},
                 "valid_ic": {int(h): {n: float(w) for n, w in d.items()} for h, d in self.valid_ic_.items()},
                 "weight_window": None if self.weight_window_ is None else [str(t) for t in self.weight_window_]}
 
     def _set_state(self, s):
-        self.models_ = [_undump_model(d) for d in s["models"]]
+        self.models_ = [Forecaster.from_dict(d) for d in s["models"]]
         self.weights_ = {int(h): dict(d) for h, d in s["weights"].items()}
         self.valid_ic_ = {int(h): dict(d) for h, d in s["valid_ic"].items()}
         self.weight_window_ = None if s["weight_window"] is None else tuple(pd.Timestamp(t) for t in s["weight_window"])
@@ -544,8 +533,8 @@ class TunedForecaster(Forecaster):
 
     def _predict_matrix(self, X, start=None): return self.model_._predict_matrix(X, start)
     def _predict_valid(self, X, Xv): return self.model_._predict_valid(X, Xv)
-    def _get_state(self): return {"model": _dump_model(self.model_), "best_params": dict(self.best_params_)}
-    def _set_state(self, s): self.model_, self.best_params_ = _undump_model(s["model"]), dict(s["best_params"])
+    def _get_state(self): return {"model": self.model_.to_dict(), "best_params": dict(self.best_params_)}
+    def _set_state(self, s): self.model_, self.best_params_ = Forecaster.from_dict(s["model"]), dict(s["best_params"])
 
 # %% ../../nbs/models/06_zoo.ipynb #24eb86b9
 ZOO = {"gru": GRUForecaster, "cnn_lstm": CNNLSTMForecaster, "transformer": TransformerForecaster, "tft": TFTForecaster,

@@ -20,7 +20,7 @@ from .risk import PreTradeRisk, Reason, TradingState, TradingStateMachine
 from .strategy import Decision, FixedWeights, SessionContext, Strategy, as_decision
 
 # %% auto #0
-__all__ = ['rebalance_orders', 'OrderPlan', 'Engine', 'BacktestResult', 'run_backtest']
+__all__ = ['rebalance_orders', 'OrderPlan', 'Engine', 'BacktestResult', 'session_window', 'run_backtest']
 
 # %% ../../nbs/trading/14_engine.ipynb #1af01dc5
 def rebalance_orders(target_w, equity: float, last_price, positions, working, min_order_notional: float = 0.0):
@@ -163,6 +163,16 @@ class BacktestResult:
         "Daily two-way turnover: traded notional (buys + sells) / previous close's equity, fraction. `metrics.turnover` halves it to one-way."
         return (self.traded_notional / self.equity.shift(1)).fillna(0.0)
 
+def session_window(sessions: pd.Index, start=None, end=None) -> tuple[int, int]:
+    """(lo, hi): the positions of the sessions in [`start`, `end`] (inclusive; None = open) of the sorted `sessions`,
+    as `sessions[lo:hi]`. A naive date is read in the sessions' time zone."""
+    def at(d):
+        d = pd.Timestamp(d)
+        return d.tz_localize(sessions.tz) if getattr(sessions, "tz", None) is not None and d.tz is None else d
+    lo = 0 if start is None else int(sessions.searchsorted(at(start)))
+    hi = len(sessions) if end is None else int(sessions.searchsorted(at(end), side="right"))
+    return lo, hi
+
 def run_backtest(close: pd.DataFrame, strategy: Strategy | pd.DataFrame, settings: Settings, open: pd.DataFrame | None = None,
                  circuit_breakers: bool = False, progress: bool = False, start=None, end=None) -> BacktestResult:
     """Backtest `strategy` (a `Strategy`, or a (T, N) DataFrame of target weights aligned to `close`, NaN row = no
@@ -181,11 +191,7 @@ def run_backtest(close: pd.DataFrame, strategy: Strategy | pd.DataFrame, setting
     eng = Engine(close.columns, settings, circuit_breakers=circuit_breakers, strategy=strategy)
     C = close.to_numpy(dtype=float); O = C if open is None else open.to_numpy(dtype=float)
     ts = close.index; now = ts.asi8 / 1e9 if isinstance(ts, pd.DatetimeIndex) else np.arange(len(ts), dtype=float) * 86400
-    def at(d):
-        d = pd.Timestamp(d)
-        return d.tz_localize(ts.tz) if getattr(ts, "tz", None) is not None and d.tz is None else d
-    lo = 0 if start is None else int(ts.searchsorted(at(start)))
-    hi = len(ts) if end is None else int(ts.searchsorted(at(end), side="right"))
+    lo, hi = session_window(ts, start, end)
     strategy.prepare(list(close.columns), ts)
     T, N = hi - lo, C.shape[1]
     eq = np.empty(T); pos = np.empty((T, N)); traded = np.zeros(T); com = np.zeros(T); tgt = np.full((T, N), np.nan)

@@ -12,7 +12,7 @@ import pandas as pd
 from numba import njit
 
 from ..config import RiskSettings, Settings
-from .engine import BacktestResult
+from .engine import BacktestResult, session_window
 from .risk import Reason, StateChange, TradingState
 
 # %% auto #0
@@ -327,11 +327,7 @@ def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Setti
     t0 = time.perf_counter()
     ts = close.index; now, day = _clock(ts)
     if len(now) > 1 and (np.diff(now) < 0).any(): raise ValueError(f"sessions must be in time order (at {ts[int(np.argmax(np.diff(now) < 0)) + 1]})")
-    def at(d):
-        d = pd.Timestamp(d)
-        return d.tz_localize(ts.tz) if getattr(ts, "tz", None) is not None and d.tz is None else d
-    lo = 0 if start is None else int(ts.searchsorted(at(start)))
-    hi = len(ts) if end is None else int(ts.searchsorted(at(end), side="right"))
+    lo, hi = session_window(ts, start, end)
     hi = max(hi, lo)
     r, c = settings.risk, settings.costs
     restricted = np.array([s in set(r.restricted_symbols) for s in close.columns], dtype=np.bool_)
