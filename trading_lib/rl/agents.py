@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,12 @@ from ..config import Settings
 from ..models.registry import ModelRegistry
 from .env import ObservationSpec, action_weights, default_candidates, make_env, observation
 from ..trading.engine import run_backtest
-from ..trading.strategy import EqualWeight, Strategy, as_decision
+from ..trading.strategy import EqualWeight, Strategy, as_decision, register_strategy_prefix
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'algorithm', 'default_hyperparameters', 'AgentStrategy', 'make_vec_env', 'train_agent',
-           'RegisteredAgent', 'save_agent', 'load_agent', 'AgentEnsemble', 'FoldSwitch', 'ensemble_weights',
-           'RLWalkForward', 'walk_forward_agents']
+           'RegisteredAgent', 'save_agent', 'load_agent', 'agent_strategy', 'AgentEnsemble', 'FoldSwitch',
+           'ensemble_weights', 'RLWalkForward', 'walk_forward_agents']
 
 # %% ../../nbs/rl/35_agents.ipynb #62ee23a6
 ALGORITHMS = {"ppo": (PPO, "continuous"), "a2c": (A2C, "continuous"), "sac": (SAC, "continuous"), "dqn": (DQN, "discrete")}
@@ -137,6 +138,19 @@ def load_agent(registry: ModelRegistry, name: str, ref: str = "champion", settin
                       name=f"rl:{cfg['algorithm']}:{cfg['seed']}", algorithm=cfg["algorithm"], seed=cfg["seed"])
     a.version = v
     return a
+
+def agent_strategy(name: str, settings: Settings, forecasts=None, root=None, registry=None, candidates: dict | None = None,
+                   **kw) -> AgentStrategy:
+    """The strategy `rl:<name>[@<version or alias>]` of `make_strategy`: `load_agent` of the registered agent `name`
+    (default alias 'champion') from `registry` (default `<project>/runs/registry`). Registered at import of this module."""
+    if kw: raise ValueError(f"rl:{name}: unexpected arguments {sorted(kw)}")
+    base, _, ref = name.partition("@")
+    if registry is None:
+        from trading_lib.config import project_root
+        registry = ModelRegistry(Path(root or project_root()) / "runs" / "registry")
+    return load_agent(registry, base, ref or "champion", settings, candidates)
+
+register_strategy_prefix("rl", agent_strategy)
 
 # %% ../../nbs/rl/35_agents.ipynb #e099f3a0
 class AgentEnsemble(Strategy):

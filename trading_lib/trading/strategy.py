@@ -17,9 +17,10 @@ from ..portfolio.weights import target_weights as score_weights
 from ..util import load_object
 
 # %% auto #0
-__all__ = ['PORTFOLIO_METHODS', 'BUILTIN_STRATEGIES', 'SessionContext', 'Decision', 'Strategy', 'as_decision',
-           'ScheduledStrategy', 'EqualWeight', 'BuyAndHold', 'FixedWeights', 'ensemble_scores', 'ScoreStrategy',
-           'ForecastStrategy', 'check_strategy_name', 'make_strategy']
+__all__ = ['PORTFOLIO_METHODS', 'BUILTIN_STRATEGIES', 'STRATEGY_PREFIXES', 'KNOWN_PREFIXES', 'SessionContext', 'Decision',
+           'Strategy', 'as_decision', 'ScheduledStrategy', 'EqualWeight', 'BuyAndHold', 'FixedWeights',
+           'ensemble_scores', 'ScoreStrategy', 'ForecastStrategy', 'register_strategy_prefix', 'check_strategy_name',
+           'make_strategy']
 
 # %% ../../nbs/trading/13_strategy.ipynb #3863acc2
 @dataclass
@@ -209,9 +210,26 @@ class ForecastStrategy(ScoreStrategy):
 # %% ../../nbs/trading/13_strategy.ipynb #4dc0c8bd
 BUILTIN_STRATEGIES = {"forecast": ForecastStrategy, "equal_weight": EqualWeight, "buy_and_hold": BuyAndHold}
 
+STRATEGY_PREFIXES: dict = {}  # prefix → factory(rest, settings, forecasts=None, root=None, **kw) -> Strategy
+KNOWN_PREFIXES = {"rl": "trading_lib.rl.agents"}  # prefix → the module that registers it (named, never imported here)
+
+def register_strategy_prefix(prefix: str, factory) -> None:
+    """Name strategies `prefix:rest` (e.g. `rl:<registered agent>`): `make_strategy` calls `factory(rest, settings,
+    forecasts=..., root=..., **kw)`. A layer above `trading` registers itself when imported, so `trading` imports
+    nothing above it. A registered prefix takes precedence over a module of that name in `module:Class`."""
+    if not prefix.isidentifier(): raise ValueError(f"strategy prefix {prefix!r} must be an identifier")
+    STRATEGY_PREFIXES[prefix] = factory
+
 def check_strategy_name(name: str, root=None) -> str:
-    "`name` if it is a built-in strategy or an importable `module:Class` strategy class; else ValueError listing the built-ins."
+    """`name` if it is a built-in strategy, `prefix:rest` of a registered prefix, or an importable `module:Class`
+    strategy class; else ValueError listing the built-ins."""
     if name in BUILTIN_STRATEGIES: return name
+    prefix, _, rest = name.partition(":")
+    if prefix in STRATEGY_PREFIXES or prefix in KNOWN_PREFIXES:
+        if not rest: raise ValueError(f"strategy {name!r}: give a name after '{prefix}:'")
+        if prefix not in STRATEGY_PREFIXES:
+            raise ValueError(f"strategy {name!r}: the '{prefix}:' strategies are registered by {KNOWN_PREFIXES[prefix]}; import it first")
+        return name
     if ":" not in name:
         raise ValueError(f"unknown strategy {name!r} (built-in: {', '.join(BUILTIN_STRATEGIES)}; or module:Class)")
     cls = load_object(name, root)
@@ -220,10 +238,13 @@ def check_strategy_name(name: str, root=None) -> str:
     return name
 
 def make_strategy(name: str, settings: Settings, forecasts: pd.DataFrame | None = None, root=None, **kw) -> Strategy:
-    """The strategy `name` ('forecast' | 'equal_weight' | 'buy_and_hold' | 'module:Class'). `forecast` needs `forecasts`;
-    a user class receives those of `settings`, `forecasts` its constructor names, plus `kw`."""
+    """The strategy `name` ('forecast' | 'equal_weight' | 'buy_and_hold' | 'prefix:rest' of a registered prefix, e.g.
+    'rl:<agent>' | 'module:Class'). `forecast` needs `forecasts`; a user class receives those of `settings`,
+    `forecasts` its constructor names, plus `kw`."""
     import inspect
     check_strategy_name(name, root)
+    prefix, _, rest = name.partition(":")
+    if prefix in STRATEGY_PREFIXES: return STRATEGY_PREFIXES[prefix](rest, settings, forecasts=forecasts, root=root, **kw)
     if name == "forecast":
         if forecasts is None: raise ValueError("strategy 'forecast' needs forecasts (run the train job first)")
         return ForecastStrategy(forecasts, settings, **kw)
