@@ -75,6 +75,9 @@ class ModelSettings(_Section):
     names: list[str] = ["lightgbm", "lstm"]
     horizons: list[int] = [1, 5, 20, 60]  # trading days
     seed: int = 42
+    # fits of each seed-dependent (neural) model per walk-forward fold, with seeds seed, seed+1, …; the forecast the
+    # strategies use is their mean, and the train summary shows the spread of IC across seeds
+    n_seeds: int = Field(3, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lgbm_n_estimators: int = Field(200, ge=1)
     lgbm_learning_rate: float = Field(0.05, gt=0)
@@ -358,7 +361,7 @@ def project_root(start: Path | str | None = None) -> Path:
                         f"run the command from the project folder (the one holding settings.ini)")
 
 PARAMETER_KEYS = {  # short names of the scheduled jobs' parameters → the settings key each one overrides
-    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "device": "models__device",
+    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "n_seeds": "models__n_seeds", "device": "models__device",
     "lstm_epochs": "models__lstm_epochs", "lstm_hidden": "models__lstm_hidden", "lstm_lookback": "models__lstm_lookback",
     "lgbm_n_estimators": "models__lgbm_n_estimators", "symbols": "universe__symbols", "start": "data__start",
     "end": "data__end", "source": "data__source", "test_start": "walk_forward__test_start",
