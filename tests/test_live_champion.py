@@ -1,7 +1,6 @@
 """Issue 14: the live job serves the registry's champion and switches to a newly promoted one at the next session,
 never inside a session; every forecast record in the audit ledger names the model version that made it. A real
 embedded Redis, the ledger and the journalled simulated broker, as in the other replay tests."""
-from pathlib import Path
 
 import pandas as pd
 
