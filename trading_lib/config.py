@@ -231,9 +231,11 @@ class DriftSettings(_Section):
     "Drift monitoring thresholds (see `analytics.drift`); a breach of any starts the retrain job."
     recent_sessions: int = Field(63, ge=10)  # sessions in the recent window compared with the training window
     bins: int = Field(10, ge=2)  # PSI bins: quantiles of the training window
-    psi_max: float = Field(0.25, gt=0)  # PSI above this is a breach (< 0.1 stable, 0.1-0.25 moderate: Siddiqi 2006)
-    ks_max: float = Field(0.30, gt=0, le=1)  # two-sample Kolmogorov-Smirnov statistic above this is a breach ...
-    ks_alpha: float = Field(0.01, gt=0, lt=1)  # ... when its p-value is also below ks_alpha
+    # a feature breaches when all three hold: PSI > psi_max, KS distance D > ks_min_d, adjusted KS p-value < ks_alpha
+    psi_max: float = Field(0.25, gt=0)  # PSI above this = significant shift (< 0.1 stable, 0.1-0.25 moderate: Siddiqi 2006)
+    ks_min_d: float = Field(0.50, gt=0, le=1)  # minimum two-sample KS distance (0.5 ≈ a normal location shift of 1.35 sd)
+    ks_alpha: float = Field(0.01, gt=0, lt=1)  # family-wise level of the KS tests over the features tested ...
+    ks_correction: Literal["holm", "bonferroni", "none"] = "holm"  # ... with this multiple-testing correction (Holm 1979)
     prediction_psi_max: float = Field(0.25, gt=0)  # PSI of each model's predictions (training-time vs recent)
     ic_window: int = Field(63, ge=5)  # sessions of realised daily IC averaged for the rolling IC
     ic_drop_max: float = Field(0.05, gt=0)  # breach when rolling realised IC < training-time IC - ic_drop_max
