@@ -325,6 +325,8 @@ def test_research_page(env):
     for sel in (".tl-ic-chart", ".tl-eq-chart", ".tl-fc-chart"):  # the charts follow the page's state, with their lines drawn
         page.locator(f"{sel} .js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=90_000)
     assert "dates" in page.locator(".tl-fc-stats").inner_text()
+    legend = page.locator(".tl-eq-chart .legendtext").all_text_contents()  # the newest backtest, against its benchmarks
+    assert legend == [bt.name, "1/N", "S&P 500"], legend
     assert SECRET not in page.content()
     page.screenshot(path=str(OUT / "research.png"), full_page=True)
     page.close()

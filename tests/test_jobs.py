@@ -43,6 +43,13 @@ def test_train_outputs_and_determinism(train_runs):
     assert ma["run"]["data_hash"] == mb["run"]["data_hash"] and len(ma["run"]["data_hash"]) == 64
     assert ma["run"]["seed"] == 42 and ma["run"]["device"] == "cpu"
     assert ma["folds"][0]["test_start"] == "2010-01-04"
+    # the LSTM is the mean of 3 seeds by default; the summary shows each seed's own spread
+    sp = pd.DataFrame(ma["seed_spread"])
+    assert sorted(sp["seed"]) == [42, 43, 44] and set(sp["model"]) == {"lstm"}
+    assert sp["ic_h20"].nunique() == 3 and sp["sharpe"].notna().all()  # the seeds really differ
+    summary = (a / "summary.txt").read_text()
+    assert "lstm (mean of 3 seeds: 42, 43, 44)" in summary and "Spread across seeds" in summary
+    assert "Out-of-sample IC by model" in summary and "Seconds per stage" in summary
 
 
 def test_backtest_outputs(train_runs):

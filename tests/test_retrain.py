@@ -76,11 +76,18 @@ def test_drift_in_one_feature_triggers_retrain_job(data, tmp_path, project_copy)
     v = reg.register(LightGBMForecaster(horizons=s.models.horizons, n_estimators=40).fit(f[t][cols], l[t]), "lightgbm",
                      training_window=(dates[0], dates[-200]))
     calm = monitor_model(f, l, reg, "lightgbm", s, validation_report=m.validation_report)
+    # a normal quarter (Q4 2009) against the training window: only two market-wide regime features pass all three
+    # conditions (PSI > 0.25, KS D > 0.5, Holm-adjusted p < 0.01); the former rule (PSI > 0.25, or D > 0.3 with p < 0.01)
+    # flagged 15 of the 28 features here
+    fd = calm.features
+    assert set(fd.index[fd["breach"]]) == {"mkt_ret_60", "mkt_dist_ma200"}
+    assert int(((fd["psi"] > 0.25) | ((fd["ks_stat"] > 0.30) & (fd["ks_pvalue"] < 0.01))).sum()) == 15
     shifted = f.copy(); recent = shifted.index.get_level_values("timestamp") >= dates[-s.drift.recent_sessions]
     shifted.loc[recent, "cs_z_ret_20"] += 1.5  # cross-sectional z-scores are stationary by construction
     rep = monitor_model(shifted, l, reg, "lightgbm", s, validation_report=m.validation_report)
     new = set(rep.features.index[rep.features["breach"]]) - set(calm.features.index[calm.features["breach"]])
     assert new == {"cs_z_ret_20"} and rep.features.loc["cs_z_ret_20", "psi"] > 1.0 and not calm.features.loc["cs_z_ret_20", "breach"]
+    assert rep.features.loc["cs_z_ret_20", "ks_stat"] > s.drift.ks_min_d and rep.features.loc["cs_z_ret_20", "ks_p_adj"] < 1e-50
     led_path = tmp_path / "ledger.sqlite"
     led, runs = Ledger(led_path), []
     params = dict(models=["lightgbm"], symbols=SYMS, start=START, end=END, lgbm_n_estimators=40,

@@ -75,6 +75,9 @@ class ModelSettings(_Section):
     names: list[str] = ["lightgbm", "lstm"]
     horizons: list[int] = [1, 5, 20, 60]  # trading days
     seed: int = 42
+    # fits of each seed-dependent (neural) model per walk-forward fold, with seeds seed, seed+1, …; the forecast the
+    # strategies use is their mean, and the train summary shows the spread of IC across seeds
+    n_seeds: int = Field(3, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lgbm_n_estimators: int = Field(200, ge=1)
     lgbm_learning_rate: float = Field(0.05, gt=0)
@@ -228,9 +231,11 @@ class DriftSettings(_Section):
     "Drift monitoring thresholds (see `analytics.drift`); a breach of any starts the retrain job."
     recent_sessions: int = Field(63, ge=10)  # sessions in the recent window compared with the training window
     bins: int = Field(10, ge=2)  # PSI bins: quantiles of the training window
-    psi_max: float = Field(0.25, gt=0)  # PSI above this is a breach (< 0.1 stable, 0.1-0.25 moderate: Siddiqi 2006)
-    ks_max: float = Field(0.30, gt=0, le=1)  # two-sample Kolmogorov-Smirnov statistic above this is a breach ...
-    ks_alpha: float = Field(0.01, gt=0, lt=1)  # ... when its p-value is also below ks_alpha
+    # a feature breaches when all three hold: PSI > psi_max, KS distance D > ks_min_d, adjusted KS p-value < ks_alpha
+    psi_max: float = Field(0.25, gt=0)  # PSI above this = significant shift (< 0.1 stable, 0.1-0.25 moderate: Siddiqi 2006)
+    ks_min_d: float = Field(0.50, gt=0, le=1)  # minimum two-sample KS distance (0.5 ≈ a normal location shift of 1.35 sd)
+    ks_alpha: float = Field(0.01, gt=0, lt=1)  # family-wise level of the KS tests over the features tested ...
+    ks_correction: Literal["holm", "bonferroni", "none"] = "holm"  # ... with this multiple-testing correction (Holm 1979)
     prediction_psi_max: float = Field(0.25, gt=0)  # PSI of each model's predictions (training-time vs recent)
     ic_window: int = Field(63, ge=5)  # sessions of realised daily IC averaged for the rolling IC
     ic_drop_max: float = Field(0.05, gt=0)  # breach when rolling realised IC < training-time IC - ic_drop_max
@@ -358,7 +363,7 @@ def project_root(start: Path | str | None = None) -> Path:
                         f"run the command from the project folder (the one holding settings.ini)")
 
 PARAMETER_KEYS = {  # short names of the scheduled jobs' parameters → the settings key each one overrides
-    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "device": "models__device",
+    "models": "models__names", "horizons": "models__horizons", "seed": "models__seed", "n_seeds": "models__n_seeds", "device": "models__device",
     "lstm_epochs": "models__lstm_epochs", "lstm_hidden": "models__lstm_hidden", "lstm_lookback": "models__lstm_lookback",
     "lgbm_n_estimators": "models__lgbm_n_estimators", "symbols": "universe__symbols", "start": "data__start",
     "end": "data__end", "source": "data__source", "test_start": "walk_forward__test_start",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from ..config import DriftSettings
 
@@ -54,7 +55,9 @@ def _check_no_inf(df: pd.DataFrame, what: str):
 def feature_drift(train: pd.DataFrame, recent: pd.DataFrame, drift: DriftSettings | None = None, min_obs: int = 30) -> pd.DataFrame:
     """Per-feature drift of `recent` against `train` (two feature frames with the same columns, rows (timestamp, symbol)).
     Returns a DataFrame indexed by feature: n_train, n_recent (finite values), missing_train, missing_recent (NaN
-    counts), psi, ks_stat, ks_pvalue, breach (bool), note. Thresholds: `drift` (default `DriftSettings()`)."""
+    counts), psi, ks_stat, ks_pvalue, ks_p_adj (p-value adjusted over the features tested, `drift.ks_correction`),
+    breach (bool: psi > psi_max and ks_stat > ks_min_d and ks_p_adj < ks_alpha), note. Thresholds: `drift` (default
+    `DriftSettings()`). Sources: PSI rule of thumb Siddiqi (2006); Holm (1979), Scand. J. Statist. 6:65-70."""
     d = drift or DriftSettings()
     if list(train.columns) != list(recent.columns):
         raise ValueError(f"feature_drift: columns differ: train {list(train.columns)} vs recent {list(recent.columns)}")
@@ -64,13 +67,18 @@ def feature_drift(train: pd.DataFrame, recent: pd.DataFrame, drift: DriftSetting
         e, a = train[c].to_numpy(float), recent[c].to_numpy(float)
         ne, na = int(np.isfinite(e).sum()), int(np.isfinite(a).sum())
         r = dict(n_train=ne, n_recent=na, missing_train=len(e) - ne, missing_recent=len(a) - na,
-                 psi=np.nan, ks_stat=np.nan, ks_pvalue=np.nan, breach=False, note="")
+                 psi=np.nan, ks_stat=np.nan, ks_pvalue=np.nan, ks_p_adj=np.nan, breach=False, note="")
         if ne < min_obs or na < min_obs: r["note"] = f"too few finite values (< {min_obs}) to test"
         else:
             r["psi"] = psi(e, a, d.bins); r["ks_stat"], r["ks_pvalue"] = ks(e, a)
-            r["breach"] = bool(r["psi"] > d.psi_max or (r["ks_stat"] > d.ks_max and r["ks_pvalue"] < d.ks_alpha))
         rows[str(c)] = r
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("feature")
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("feature")
+    tested = out["ks_pvalue"].notna()
+    if tested.any():
+        p = out.loc[tested, "ks_pvalue"].to_numpy(float)
+        out.loc[tested, "ks_p_adj"] = p if d.ks_correction == "none" else multipletests(p, method=d.ks_correction)[1]
+    out["breach"] = (out["psi"] > d.psi_max) & (out["ks_stat"] > d.ks_min_d) & (out["ks_p_adj"] < d.ks_alpha)
+    return out
 
 # %% ../../nbs/analytics/28_drift.ipynb #930e14d9
 def prediction_drift(train_forecasts: pd.DataFrame, recent_forecasts: pd.DataFrame, drift: DriftSettings | None = None,
@@ -180,7 +188,7 @@ def drift_report(train_features: pd.DataFrame, recent_features: pd.DataFrame, dr
     q = quality_counts(train_features, recent_features, validation_report)
     pdft = prediction_drift(train_forecasts, recent_forecasts, d) if train_forecasts is not None and recent_forecasts is not None else None
     icd = ic_drift(realised, train_ic or {}, d) if realised is not None else None
-    br = [f"feature {c}: PSI {r.psi:.3f} (max {d.psi_max}), KS {r.ks_stat:.3f} (max {d.ks_max}, p {r.ks_pvalue:.2g})"
+    br = [f"feature {c}: PSI {r.psi:.3f} (max {d.psi_max}), KS {r.ks_stat:.3f} (min {d.ks_min_d}, {d.ks_correction} p {r.ks_p_adj:.2g} < {d.ks_alpha})"
           for c, r in fd[fd["breach"]].iterrows()]
     if pdft is not None: br += [f"prediction {m} h={h}: PSI {r.psi:.3f} (max {d.prediction_psi_max})" for (m, h), r in pdft[pdft["breach"]].iterrows()]
     if icd is not None and len(icd): br += [f"IC {m} h={h}: rolling {r.rolling_ic:.4f} vs training {r.train_ic:.4f} (max drop {d.ic_drop_max})"

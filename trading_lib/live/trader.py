@@ -30,16 +30,18 @@ from .approvals import ApprovalPolicy, ApprovalQueue
 from .state import EVENT_KINDS, STATE_DOWN, LiveState, state_unavailable_halt
 from ..trading.engine import Engine
 from ..trading.risk import Reason, TradingState
-from ..trading.strategy import ForecastStrategy, Strategy, as_decision
+from ..trading.strategy import ForecastStrategy, ScheduledStrategy, Strategy, as_decision, ensemble_scores
 
 log = logging.getLogger("trading_lib.live.trader")
 
 # %% auto #0
-__all__ = ['log', 'FAULT_EXIT_CODE', 'NOT_SENT', 'fault_setting', 'fault_exit', 'job_mode_broker', 'LiveTrader', 'LiveSession',
-           'open_session', 'fit_latest_forecasts', 'session_report', 'write_live_outputs', 'live_summary']
+__all__ = ['log', 'FAULT_EXIT_CODE', 'UNVERSIONED', 'NOT_SENT', 'fault_setting', 'fault_exit', 'job_mode_broker', 'LiveTrader',
+           'LiveSession', 'open_session', 'fit_latest_forecasts', 'ChampionForecasts', 'session_report',
+           'write_live_outputs', 'live_summary']
 
 # %% ../../nbs/live/22_trader.ipynb #278b592e
 FAULT_EXIT_CODE = 137
+UNVERSIONED = "unversioned:forecast-table"  # model_versions entry of forecasts handed over as a table that names no version
 NOT_SENT = "broker:not_sent (unknown to the broker at restart: the crash came between the ledger and the broker)"
 
 def fault_setting(name: str, environ=None) -> int:
@@ -369,7 +371,9 @@ class LiveTrader:
         with self.metrics.time_decision(): return self._decide(t, ts, now)
 
     def _record_inputs(self, ts, d):
-        "Ledger records of what the decision read (the forecasts' hash, for a forecast strategy) and the target weights."
+        """Ledger records of what the decision read and the target weights. For a forecast strategy: a `forecast` record
+        with the forecasts' hash and `model_versions` {model: version that made the forecast} from the strategy's
+        `model_versions` (`UNVERSIONED` for a model it does not name)."""
         import hashlib
 
         from trading_lib.live.audit import canonical_json
@@ -377,7 +381,10 @@ class LiveTrader:
         if fc is not None:
             fc = fc[(fc["timestamp"] == ts) & (fc["horizon"] == getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon))]
             rows = fc.dropna(subset=["prediction"])[["symbol", "model", "prediction", "confidence"]].sort_values(["model", "symbol"]).to_numpy().tolist()
-            self._record("forecast", dict(run_id=self.run_id, session=str(ts), rows=len(rows), models=sorted(fc["model"].unique().tolist()),
+            models = sorted(fc["model"].unique().tolist())
+            known = getattr(self.strategy, "model_versions", None) or {}
+            self._record("forecast", dict(run_id=self.run_id, session=str(ts), rows=len(rows), models=models,
+                                          model_versions={m: str(known.get(m, UNVERSIONED)) for m in models},
                                           horizon=int(getattr(self.strategy, "horizon", self.s.portfolio.signal_horizon)),
                                           sha256=hashlib.sha256(canonical_json(rows).encode()).hexdigest()))
         w = d.weights
@@ -412,6 +419,8 @@ class LiveTrader:
     def step(self, t: int):
         "Run session `t` (index into `sessions`)."
         ts = self.sessions[t]; now = ts.value / 1e9
+        begin = getattr(self.strategy, "begin_session", None)
+        if begin is not None: begin(ts)  # the session's model versions are fixed here: a promotion counts from the next session
         self.state.heartbeat(self.job)
         row = self.close.iloc[t].to_numpy(dtype=float)
         bad = self._session_gate(ts, row)  # symbols whose bar failed validation: not priced, not filled, no decision
@@ -552,7 +561,9 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     """Forecasts (long table) for the last session of `market`. For each model name: the registry's `champion` when
     there is one (`use_champion`; its feature schema must match, else `SchemaMismatchError`), otherwise a model fitted
     on history with realised labels only (same embargo and validation purge as the walk-forward), which is then
-    registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry)."""
+    registered as `latest` (and `champion` when the name has none) in `registry_root` (default runs/registry).
+    `attrs["model_versions"]`: {model: registry version that made its forecasts}; `attrs["model_sources"]`: {model:
+    'champion' | 'fitted-at-<last session date>'} (a fitted model is the version it was registered as)."""
     from trading_lib.config import project_root
     from trading_lib.features import build_dataset
     from trading_lib.models.factory import make_forecaster
@@ -569,17 +580,109 @@ def fit_latest_forecasts(market, settings: Settings, models: list[str] | None = 
     tr, va = t <= dates[i_fit], (t >= dates[i_vs]) & (t <= dates[i_end])
     cols = [c for c in feats.columns if feats[tr][c].notna().mean() >= 0.5]
     hist = t >= dates[max(len(dates) - settings.models.lstm_lookback - 5, 0)]
-    out = []
+    out, versions, sources = [], {}, {}
     for m in models or settings.models.names:
         if use_champion and "champion" in reg.aliases(m):
-            f = reg.serve(m, "champion", features=feats[hist][cols])
+            v = reg.resolve(m, "champion"); mcols = reg.info(m, v)["feature_schema"]["features"]  # the champion's own schema
+            reg.check_schema(m, v, feats[[c for c in feats.columns if c in mcols]])
+            f = reg.serve(m, v, features=feats[hist][mcols]); X = feats[hist][mcols]; sources[m] = "champion"
         else:
             f = make_forecaster(m, settings.models, settings.models.horizons)
             f.fit(feats[tr][cols], labels[tr], valid_features=feats[va][cols], valid_labels=labels[va])
-            reg.register(f, m, training_window=(str(dates[0]), str(dates[i_end])), data_hash=market.data_hash,
-                         champion="champion" not in reg.aliases(m))
-        fc = f.predict(feats[hist][cols]); out.append(fc[fc["timestamp"] == dates[-1]])
-    return pd.concat(out, ignore_index=True)
+            v = reg.register(f, m, training_window=(str(dates[0]), str(dates[i_end])), data_hash=market.data_hash,
+                             champion="champion" not in reg.aliases(m))
+            X = feats[hist][cols]; sources[m] = f"fitted-at-{dates[-1].date()}"
+        versions[m] = v
+        fc = f.predict(X).assign(model=m); out.append(fc[fc["timestamp"] == dates[-1]])
+    res = pd.concat(out, ignore_index=True)
+    res.attrs.update(model_versions=versions, model_sources=sources)
+    return res
+
+# %% ../../nbs/live/22_trader.ipynb #c4a1f0e2
+class ChampionForecasts(ForecastStrategy):
+    """Forecast strategy serving the `registry`'s (`models.registry.ModelRegistry`) champion of each of `models` (default
+    `settings.models.names`) on `market`'s features (`features.build_dataset`, or the precomputed pair `features`).
+    `begin_session(ts)` fixes the session's versions: the champion's weights (SHA-256) and feature schema are checked
+    (`SchemaMismatchError`, KeyError for a version gone) and it forecasts from its own feature columns in their trained
+    order; a version already loaded is reused. No champion: fitted once on rows with timestamp ≤ the session's
+    date minus the longest horizon (labels realised by then; validation slice as the walk-forward's), version
+    `unregistered:fit-at-<date>`; ValueError with under a year of such rows. `model_versions`: {model: version} of the
+    current session; `versions_by_session`: {session: that dict}; `forecasts`: the current session's forecast rows."""
+    def __init__(self, market, settings: Settings, registry, models: list[str] | None = None, features=None, **kw):
+        from trading_lib.features import build_dataset
+        feats, labels = features if features is not None else build_dataset(market, settings)
+        feats, labels = feats.sort_index(), labels.sort_index()
+        self.registry, self.feats, self.labels = registry, feats, labels
+        self._t = feats.index.get_level_values("timestamp"); self._dates = self._t.unique().sort_values()
+        names = list(models or settings.models.names)
+        empty = pd.DataFrame({"timestamp": pd.DatetimeIndex([], tz="UTC"), "symbol": pd.Series([], dtype=object),
+                              "horizon": pd.Series([], dtype="int64"), "prediction": pd.Series([], dtype=float),
+                              "confidence": pd.Series([], dtype=float), "model": pd.Series([], dtype=object)})
+        super().__init__(empty, settings, models=names, **kw)
+        self._loaded: dict = {}  # (model, version) -> (served model, feature columns)
+        self.model_versions: dict = {}; self.versions_by_session: dict = {}; self._session = None
+
+    def prepare(self, symbols, sessions):
+        ScheduledStrategy.prepare(self, symbols, sessions)
+        self.score, self.mu, self.conf = (np.full((len(self.sessions), len(self.symbols)), np.nan) for _ in range(3))
+
+    def _rows(self, lo, hi) -> pd.DataFrame:
+        return self.feats.iloc[self._t.searchsorted(lo):self._t.searchsorted(hi, side="right")]
+
+    def _fit_at(self, m: str, ts) -> tuple:
+        from trading_lib.models.factory import make_forecaster
+        s, d = self.settings, self._dates
+        i_last = int(d.searchsorted(ts, side="right")) - 1 - max(s.models.horizons)  # its labels are realised at ts
+        n_valid = max(int((i_last + 1) * s.walk_forward.validation_fraction), 1)
+        i_vs = i_last - n_valid + 1; i_fit = i_vs - 1 - max(s.models.horizons)
+        if i_fit < 252: raise ValueError(f"{m}: no champion and only {max(i_fit + 1, 0)} sessions of realised history at {ts.date()}: need a year")
+        tr, va = self._rows(d[0], d[i_fit]), self._rows(d[i_vs], d[i_last])
+        cols = [c for c in self.feats.columns if tr[c].notna().mean() >= 0.5]
+        f = make_forecaster(m, s.models, s.models.horizons)
+        f.fit(tr[cols], self.labels.loc[tr.index], valid_features=va[cols], valid_labels=self.labels.loc[va.index])
+        return f, cols
+
+    def begin_session(self, ts) -> dict:
+        "Resolve and load the session's versions (once per session); returns {model: version}."
+        ts = pd.Timestamp(ts)
+        if self._session == ts: return self.model_versions
+        vers = {}
+        for m in self.models:
+            al = self.registry.aliases(m)
+            if "champion" in al:
+                v = al["champion"]
+                if (m, v) not in self._loaded:
+                    cols = self.registry.info(m, v)["feature_schema"]["features"]
+                    self.registry.check_schema(m, v, self.feats[[c for c in self.feats.columns if c in cols]])
+                    self._loaded[(m, v)] = (self.registry.serve(m, v, features=self.feats[cols]), cols)
+            else:
+                v = next((k[1] for k in self._loaded if k[0] == m and k[1].startswith("unregistered:")), None)
+                if v is None:
+                    v = f"unregistered:fit-at-{ts.date()}"; self._loaded[(m, v)] = self._fit_at(m, ts)
+            vers[m] = v
+        self._session, self.model_versions = ts, vers
+        self.versions_by_session[ts] = dict(vers)
+        self._forecast(ts)
+        return vers
+
+    def _forecast(self, ts):
+        i = self.sessions.get_loc(ts) if ts in self.sessions else None
+        lo = self._dates[max(int(self._dates.searchsorted(ts)) - self.settings.models.lstm_lookback - 5, 0)]
+        X = self._rows(lo, ts); parts = []
+        for m, v in self.model_versions.items():
+            f, cols = self._loaded[(m, v)]
+            parts.append(f.predict(X[cols], start=ts).assign(model=m))
+        self.forecasts = pd.concat(parts, ignore_index=True)
+        if i is None: return
+        fc = self.forecasts[self.forecasts["horizon"] == self.horizon]
+        if fc.empty: log.warning("session %s: the champions made no forecast at horizon %s", ts, self.horizon); return
+        sc, mu, cf = ensemble_scores(fc, self.horizon, self.sessions[i:i + 1], self.symbols, self.models)
+        self.score[i], self.mu[i], self.conf[i] = sc[0], mu[0], cf[0]
+
+    def target_weights(self, ctx):
+        if not self.is_rebalance(ctx.timestamp): return None
+        self.begin_session(ctx.timestamp)  # a no-op when the trader opened the session
+        return super().target_weights(ctx)
 
 # %% ../../nbs/live/22_trader.ipynb #f591c727
 def session_report(trader: LiveTrader) -> dict:

@@ -117,6 +117,7 @@ class Forecaster:
     `predict(features, start=None) -> forecasts`, `save(path)`, `Forecaster.load(path)`.
     `horizons`: trading-day horizons to forecast (None: every `fwd_ret_{h}` column of the training labels)."""
     name: str = "forecaster"
+    seed_dependent: bool = False  # fits differ by seed (neural networks): the walk-forward averages `n_seeds` fits
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw); FORECASTER_CLASSES[cls.__name__] = cls
@@ -397,6 +398,7 @@ class WindowForecaster(Forecaster):
     `predict` forecasts every row whose window is complete within the frame passed (not the first lookback−1 rows
     of each symbol there)."""
     name = "window"
+    seed_dependent = True
     _PARAMS = ("lookback", "hidden", "num_layers", "dropout", "epochs", "batch_size", "lr", "weight_decay", "patience",
                "device", "progress", "checkpoint_dir", "keep_checkpoints")
 

@@ -395,6 +395,7 @@ class GATForecaster(Forecaster):
     dropout, corr_window (dates), neighbours (edges per symbol), epochs, batch_size (dates per batch), lr, patience,
     device, progress, checkpoint_dir, keep_checkpoints. `graph_` = edges as a (source, target) symbol DataFrame."""
     name = "gat"
+    seed_dependent = True
     _PARAMS = ("hidden", "heads", "dropout", "corr_window", "neighbours", "epochs", "batch_size", "lr", "patience",
                "device", "progress", "checkpoint_dir", "keep_checkpoints")
 

@@ -932,19 +932,20 @@ def _df_html(df: pd.DataFrame, cls: str, fmt: Mapping | None = None) -> str:
 
 def _lines_figure(parts, rows: int = 1, titles=(), height: int = 380, secondary: bool = False, title: str = ""):
     """A plotly FigureWidget built whole (see `run_figure`): `parts` = [(frame, row, hover format, axis tick format,
-    columns on the secondary axis)], one line per column (index = x); columns of the same name share a colour."""
+    columns on the secondary axis[, y-axis type such as "log"])], one line per column (index = x); columns of the same name
+    share a colour."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     f = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=titles,
                       specs=[[{"secondary_y": secondary}]] * rows)
     names = list(dict.fromkeys(c for fr, *_ in parts for c in fr.columns))
-    for fr, row, fmt, tick, sec in parts:
+    for fr, row, fmt, tick, sec, *ytype in parts:
         x = _x(fr.index) if isinstance(fr.index, pd.DatetimeIndex) else list(fr.index)
         for c in fr.columns:
             kw = dict(secondary_y=True) if c in sec else {}
             f.add_scatter(x=x, y=fr[c].astype(float).tolist(), name=str(c), mode="lines", row=row, col=1, hovertemplate=f"%{{y:{fmt}}}",
                           line=dict(color=f"hsl({names.index(c) * 360 // max(1, len(names))},60%,40%)"), showlegend=row == 1, **kw)
-        f.update_yaxes(tickformat=tick, row=row, col=1)
+        f.update_yaxes(tickformat=tick, row=row, col=1, **({"type": ytype[0]} if ytype else {}))
     f.update_layout(height=height, margin=dict(l=70, r=30, t=40, b=30), template="plotly_white", hovermode="x unified",
                     legend=dict(orientation="h", y=-0.12), title=title or None)
     return go.FigureWidget(f)
@@ -997,7 +998,8 @@ class ResearchApp:
         self._charts = False
         self.w_ic = W.Box([]); self.w_ic.add_class("tl-ic-chart")
         self.d_ic_run.observe(lambda _: self._ic_options(), "value"); self.d_ic_h.observe(lambda _: self.show_ic(), "value")
-        self.s_eq = W.SelectMultiple(options=self.curves, value=tuple(self.curves[:1]), description="runs", rows=4,
+        first = [r for r in self.curves if r.startswith("backtest/")][:1] or self.curves[:1]  # the newest backtest: it carries 1/N and the S&P 500
+        self.s_eq = W.SelectMultiple(options=self.curves, value=tuple(first), description="runs", rows=4,
                                      layout=W.Layout(width="520px"))
         self.s_eq.add_class("tl-eq-runs")
         self.w_eq = W.Box([]); self.w_eq.add_class("tl-eq-chart"); self.w_eq_msg = self._html("tl-eq-msg")
@@ -1085,9 +1087,8 @@ class ResearchApp:
         if not chosen: self.w_eq_msg.value = "<i>choose one or more runs</i>"; return
         try:
             ec = equity_curves([self.root / r for r in chosen])
-            ec.columns = [c.split("/")[-1] for c in ec.columns]
             if not self._charts: self.w_eq_msg.value = ""; return
-            self.fig_eq = _swap(self.w_eq, self.fig_eq, _lines_figure([(ec, 1, ",.3f", ",.2f", ()), (ec / ec.cummax() - 1, 2, ".2%", ".0%", ())],
+            self.fig_eq = _swap(self.w_eq, self.fig_eq, _lines_figure([(ec, 1, ",.3f", ",.2f", (), "log"), (ec / ec.cummax() - 1, 2, ".2%", ".0%", ())],
                                                                        2, ("growth of 1 (after costs)", "drawdown"), 520))
             self.w_eq_msg.value = ""
         except Exception as e: self.w_eq_msg.value = f"<i>{E(type(e).__name__)}: {E(str(e))}</i>"

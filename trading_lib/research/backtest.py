@@ -24,12 +24,12 @@ from ..trading.engine import run_backtest
 
 # %% auto #0
 __all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS', 'Fold', 'walk_forward_folds',
-           'WalkForwardResult', 'walk_forward', 'score_matrix', 'expected_return_matrix', 'weights_from_scores',
-           'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table', 'tracking_gap',
-           'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials', 'load_trials',
-           'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets', 'fast_returns',
-           'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs', 'trial_records',
-           'tracking_report', 'tie_report', 'research_summary_lines']
+           'WalkForwardResult', 'seed_mean', 'walk_forward', 'score_matrix', 'expected_return_matrix',
+           'weights_from_scores', 'equal_weight_targets', 'config_hash', 'evaluate', 'run_metadata', 'summary_table',
+           'tracking_gap', 'refusal_report', 'significance_report', 'frame_hash', 'trial_record', 'append_trials',
+           'load_trials', 'trial_statistics', 'momentum_scores', 'inverse_vol_targets', 'baseline_targets',
+           'fast_returns', 'random_null', 'forecast_settings_of', 'forecast_settings_from_run', 'baseline_runs',
+           'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -71,6 +71,22 @@ class WalkForwardResult:
     timings: dict  # seconds per model (fit + predict over all folds)
     n_configurations: int  # model configurations evaluated (for the deflated Sharpe ratio)
     excluded_features: dict = field(default_factory=dict)  # fold test_start -> features left out (coverage too low)
+    # each seed's own forecasts of the seed-dependent models fitted with n_seeds > 1 (column `seed` added), else None
+    seed_forecasts: pd.DataFrame | None = None
+
+def seed_mean(forecasts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean of several seeds' forecasts of one model (long frames with FORECAST_COLUMNS and `seed`): prediction and
+    confidence averaged per (timestamp, symbol, horizon); ValueError when the seeds did not forecast the same rows
+    (nothing is dropped or filled to make them agree)."""
+    keys = ["timestamp", "symbol", "horizon", "model"]
+    parts = [f.sort_values(keys, ignore_index=True) for f in forecasts]
+    for f in parts[1:]:
+        if len(f) != len(parts[0]) or not f[keys].equals(parts[0][keys]):
+            raise ValueError(f"model {parts[0]['model'].iat[0]!r}: seeds {parts[0]['seed'].iat[0]} and {f['seed'].iat[0]} "
+                             f"forecast different rows ({len(parts[0])} vs {len(f)})")
+    out = parts[0][keys].copy()
+    for c in ("prediction", "confidence"): out[c] = np.mean([f[c].to_numpy(float) for f in parts], axis=0)
+    return out[["timestamp", "symbol", "horizon", "prediction", "confidence", "model"]]
 
 def _rows(df: pd.DataFrame, lo, hi) -> pd.DataFrame:
     t = df.index.get_level_values("timestamp")
@@ -82,13 +98,16 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     `features`/`labels`: DataFrames indexed (timestamp, symbol) (see `features.compute_features`, `make_labels`).
     Returns out-of-sample forecasts only: every row's timestamp lies in a test window its model never trained on.
     A feature with less than `min_feature_coverage` non-NaN values in a fold's training rows is left out of that fold
-    (listed in `excluded_features`), e.g. the VIX before the period its data covers."""
+    (listed in `excluded_features`), e.g. the VIX before the period its data covers. A seed-dependent model (a neural
+    network: `Forecaster.seed_dependent`) is fitted `settings.models.n_seeds` times per fold, with seeds seed, seed+1, …;
+    its forecast is the mean of their predictions and confidences, and each seed's own forecasts are kept in
+    `seed_forecasts` (for the spread across seeds)."""
     from trading_lib.models.factory import make_forecaster
     models = list(models or settings.models.names)
     dates = features.index.get_level_values("timestamp").unique().sort_values()
     folds = walk_forward_folds(dates, settings)
     lookback = settings.models.lstm_lookback
-    out, timings, excluded = [], {m: 0.0 for m in models}, {}
+    out, by_seed, timings, excluded = [], [], {m: 0.0 for m in models}, {}
     bar = tqdm(total=len(folds) * len(models), desc="walk-forward", disable=not progress)
     for f in folds:
         Xf, yf = _rows(features, f.train_start, f.fit_end), _rows(labels, f.train_start, f.fit_end)
@@ -104,14 +123,24 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
         for m in models:
             t0 = time.perf_counter()
             model = make_forecaster(m, settings.models, settings.models.horizons)
-            model.fit(Xf, yf, valid_features=Xv, valid_labels=yv)
-            fc = model.predict(Xt)
-            fc = fc[(fc["timestamp"] >= f.test_start) & (fc["timestamp"] <= f.test_end)]
+            seeds = [settings.models.seed + i for i in range(settings.models.n_seeds if model.seed_dependent else 1)]
+            fcs = []
+            for sd in seeds:
+                if sd != settings.models.seed:
+                    model = make_forecaster(m, settings.models.model_copy(update={"seed": sd}), settings.models.horizons)
+                model.fit(Xf, yf, valid_features=Xv, valid_labels=yv)
+                fc = model.predict(Xt)
+                fcs.append(fc[(fc["timestamp"] >= f.test_start) & (fc["timestamp"] <= f.test_end)].assign(seed=sd))
+            if len(fcs) > 1:
+                by_seed.extend(fcs)
+                fc = seed_mean(fcs)
+            else: fc = fcs[0].drop(columns="seed")
             out.append(fc); timings[m] += time.perf_counter() - t0
             bar.update(1); bar.set_postfix(model=m, test=str(f.test_start.date()))
     bar.close()
     fc = pd.concat(out, ignore_index=True).sort_values(["model", "horizon", "timestamp", "symbol"], ignore_index=True)
-    return WalkForwardResult(fc, folds, timings, n_configurations=len(models), excluded_features=excluded)
+    sf = pd.concat(by_seed, ignore_index=True) if by_seed else None
+    return WalkForwardResult(fc, folds, timings, n_configurations=len(models), excluded_features=excluded, seed_forecasts=sf)
 
 # %% ../../nbs/research/17_backtest.ipynb #00984fc8
 def score_matrix(forecasts: pd.DataFrame, horizon: int, sessions: pd.DatetimeIndex, symbols, models=None) -> pd.DataFrame:

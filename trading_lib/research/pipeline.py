@@ -16,8 +16,8 @@ from ..config import PARAMETER_KEYS, Settings, load_settings, project_root
 from .backtest import evaluate, run_metadata, summary_table, write_json
 
 # %% auto #0
-__all__ = ['settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'model_comparison', 'load_forecasts',
-           'backtest_settings', 'run_backtest_stage']
+__all__ = ['settings_from_parameters', 'StageTimer', 'pick_device', 'save_train_outputs', 'seed_spread', 'train_summary',
+           'model_comparison', 'load_forecasts', 'backtest_settings', 'run_backtest_stage']
 
 # %% ../../nbs/research/18_pipeline.ipynb #ffe1c6ba
 def settings_from_parameters(**params) -> Settings:
@@ -51,7 +51,8 @@ def pick_device(pref: str = "auto") -> str:
 
 # %% ../../nbs/research/18_pipeline.ipynb #3ca51906
 def save_train_outputs(run_dir, wf, labels, settings: Settings, market, parameters: dict, timer: StageTimer) -> pd.DataFrame:
-    "Write `forecasts.parquet` and `metrics.json` (forecast quality, the model comparison table, run metadata); return the comparison table."
+    """Write `forecasts.parquet`, `metrics.json` (forecast quality, the model comparison table, the spread across seeds,
+    run metadata) and `summary.txt` (`train_summary`); return the comparison table."""
     from trading_lib.analytics.metrics import forecast_quality
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     wf.forecasts.to_parquet(run_dir / "forecasts.parquet", index=False)
@@ -61,10 +62,56 @@ def save_train_outputs(run_dir, wf, labels, settings: Settings, market, paramete
                         market.data_hash, pick_device(settings.models.device))
     folds = [{k: str(v.date()) for k, v in f.__dict__.items()} | {"excluded_features": wf.excluded_features.get(str(f.test_start.date()), [])}
              for f in wf.folds]
-    write_json(run_dir / "metrics.json", dict(forecast_quality=q.reset_index().to_dict(orient="records"), folds=folds,
-                                              comparison=comparison.reset_index(names="portfolio").to_dict(orient="records"),
-                                              run=meta | dict(data_hash=market.data_hash, provenance=market.provenance)))
+    spread = seed_spread(market, wf.seed_forecasts, labels, settings)
+    metrics = dict(forecast_quality=q.reset_index().to_dict(orient="records"), folds=folds,
+                   comparison=comparison.reset_index(names="portfolio").to_dict(orient="records"),
+                   seed_spread=spread.to_dict(orient="records"),
+                   run=meta | dict(data_hash=market.data_hash, provenance=market.provenance))
+    write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "summary.txt").write_text(train_summary(metrics))
     return comparison
+
+def seed_spread(market, seed_forecasts: pd.DataFrame | None, labels, settings: Settings) -> pd.DataFrame:
+    """One row per (model, seed) of `WalkForwardResult.seed_forecasts`: the seed's own out-of-sample IC and rank IC at
+    each horizon (`ic_h<h>`, `rank_ic_h<h>`) and the CAGR, Sharpe ratio and max drawdown of its own portfolio after
+    costs (as in `model_comparison`). Empty (columns model, seed) when no model was fitted with several seeds."""
+    if seed_forecasts is None or seed_forecasts.empty: return pd.DataFrame(columns=["model", "seed"])
+    tag = seed_forecasts["model"] + "#" + seed_forecasts["seed"].astype(str)
+    c = model_comparison(market, seed_forecasts.assign(model=tag).drop(columns="seed"), labels, settings)
+    c = c.loc[[i for i in c.index if "#" in i], [k for k in c.columns if k in ("cagr", "sharpe", "max_drawdown") or k.startswith(("ic_h", "rank_ic_h"))]]
+    ms = c.index.str.rsplit("#", n=1)
+    return c.reset_index(drop=True).assign(model=[m for m, _ in ms], seed=[int(s) for _, s in ms])[["model", "seed", *c.columns]]
+
+def train_summary(metrics: dict) -> str:
+    """The train job's end-of-run summary (printed by `trading-lib run train`, saved as summary.txt): models and folds,
+    out-of-sample IC and rank IC by model and horizon, each model's own portfolio after costs, the spread across
+    seeds (mean ± sd and range of the seeds' own IC and Sharpe ratio; the forecast used is their mean) and the
+    seconds per stage."""
+    run, fq = metrics["run"], pd.DataFrame(metrics["forecast_quality"])
+    s, folds = run.get("settings", {}).get("models", {}), metrics.get("folds", [])
+    sp = pd.DataFrame(metrics.get("seed_spread", []))
+    seeded = {m: sorted(g["seed"]) for m, g in sp.groupby("model")} if not sp.empty else {}
+    names = ", ".join(f"{m} (mean of {len(seeded[m])} seeds: {', '.join(map(str, seeded[m]))})" if m in seeded else m
+                      for m in fq["model"].unique()) if not fq.empty else "none"
+    lines = [f"Train run: models {names}; horizons {', '.join(map(str, s.get('horizons', [])))} trading days",
+             f"walk-forward: {len(folds)} folds, out of sample {folds[0]['test_start']} → {folds[-1]['test_end']}" if folds else "no folds"]
+    if not fq.empty:
+        lines += ["", "Out-of-sample IC by model (rows) and horizon (columns):",
+                  fq.pivot(index="model", columns="horizon", values="ic").to_string(float_format=lambda x: f"{x:8.4f}"),
+                  "rank IC:", fq.pivot(index="model", columns="horizon", values="rank_ic").to_string(float_format=lambda x: f"{x:8.4f}")]
+    comp = pd.DataFrame(metrics.get("comparison", []))
+    if not comp.empty:
+        lines += ["", "Each model's own portfolio, after costs:",
+                  comp.set_index("portfolio")[["cagr", "sharpe", "max_drawdown"]].to_string(float_format=lambda x: f"{x:8.3f}")]
+    if not sp.empty:
+        lines += ["", "Spread across seeds (each seed's own forecasts; mean ± sd [min, max]):"]
+        for m, g in sp.groupby("model"):
+            for col in ["sharpe"] + [k for k in g.columns if k.startswith("ic_h")]:
+                v = g[col].astype(float)
+                lines.append(f"  {m:<12} {col:<8} {v.mean():+.4f} ± {v.std(ddof=1):.4f} [{v.min():+.4f}, {v.max():+.4f}]")
+    st = run.get("stage_seconds", {})
+    if st: lines += ["", "Seconds per stage: " + ", ".join(f"{k} {v:,.1f}" for k, v in st.items())]
+    return "\n".join(lines) + "\n"
 
 def model_comparison(market, forecasts, labels, settings: Settings) -> pd.DataFrame:
     """One row per model (and the ensemble strategy, 1/N, S&P 500): IC, rank IC, ICIR, directional accuracy at each
