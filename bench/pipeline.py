@@ -61,6 +61,8 @@ def synthetic(settings, n_symbols=500, n_days=6300):
     timed("validate", lambda: validate_bars(bars, max_abs_return=1.0), n)
     compute_features(bars.iloc[: 50 * 300], bench)  # warm-up (imports, first-touch allocations of small arrays)
     timed("features", lambda: compute_features(bars, bench, None), n)
+    nf = len(compute_features(bars.iloc[:1000], bench).columns)
+    timed(f"  floor: first touch of a fresh {nf}-column float64 result", lambda: np.empty((nf, n)).fill(0.0), n)
     close = to_panel(bars)
     sig = np.random.default_rng(1).normal(size=close.shape)
     w = target_weights(sig, "topk", 50, 0.05); w[~rebalance_mask(close.index, "W")] = np.nan

@@ -9,10 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import talib
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from talib._ta_lib import BBANDS_Stream
 
 # %% auto #0
-__all__ = ['FEATURE_NAMES', 'align_series', 'feature_names', 'compute_features', 'make_labels', 'assert_no_lookahead',
-           'synthetic_bars', 'build_dataset']
+__all__ = ['FEATURE_NAMES', 'align_series', 'feature_names', 'compute_features', 'FeatureState', 'make_labels',
+           'assert_no_lookahead', 'synthetic_bars', 'build_dataset']
 
 # %% ../nbs/02_features.ipynb #79144bb2
 def _fmt_ts(ts) -> str: return pd.Timestamp(ts).strftime("%Y-%m-%d")
@@ -111,33 +116,6 @@ def _roll(a: np.ndarray, w: int):
 
 def _np(x) -> np.ndarray: return x.to_numpy(dtype="float64")
 
-def _cumsum0(x: np.ndarray) -> np.ndarray:
-    "np.cumsum(x, axis=0) for a (T, N) array, bit-identical, computed row by row (≈3× faster than numpy's axis-0 accumulate)."
-    out = np.empty_like(x); out[0] = x[0]
-    for t in range(1, len(x)): np.add(out[t - 1], x[t], out=out[t])
-    return out
-
-def _wcount(x: np.ndarray, w: int) -> np.ndarray:
-    "Number of non-NaN values in the trailing `w` rows (row t counts rows max(0, t-w+1)..t)."
-    cn = np.cumsum(~np.isnan(x), axis=0, dtype=np.int32)
-    n = cn.copy(); n[w:] -= cn[:-w]
-    return n
-
-def _wsum(x: np.ndarray, w: int, n: np.ndarray | None = None) -> np.ndarray:
-    """Trailing `w`-row sums along axis 0 of a (T, N) array by cumulative sums (vectorized over all columns);
-    NaN unless all `w` values in the window are present (`n`: `_wcount(x, w)` if already known). Row t reads rows
-    t-w+1..t only, so it is exactly unaffected by later rows. Rounding error ~1e-16 × |cumulative sum|."""
-    if n is None: n = _wcount(x, w)
-    cs = _cumsum0(np.where(np.isnan(x), 0.0, x))
-    out = cs.copy(); out[w:] -= cs[:-w]
-    out[n < w] = np.nan
-    return out
-
-def _wstd(x: np.ndarray, w: int) -> np.ndarray:
-    "Trailing `w`-row sample std (ddof=1) along axis 0; NaN unless the window is complete. See `_wsum`."
-    n = _wcount(x, w); s1, s2 = _wsum(x, w, n), _wsum(x * x, w, n)
-    return np.sqrt(np.maximum(s2 - s1 * s1 / w, 0.0) / (w - 1))  # maximum: rounding below 0 only
-
 def _per_symbol(C: np.ndarray, fn, n_out: int) -> list[np.ndarray]:
     """Apply a 1-D TA-Lib function `fn(close) -> array | tuple` to each column of `C` over that symbol's own bars
     (missing bars skipped, results scattered back; NaN at missing bars). Returns `n_out` (T, N) arrays."""
@@ -154,34 +132,201 @@ def _per_symbol(C: np.ndarray, fn, n_out: int) -> list[np.ndarray]:
             else: o[ok, j] = x
     return outs
 
+@njit(cache=True)
+def _rank_pass(a, order, out):
+    "Average-rank percentiles of each row of `a` (T, N) given its argsort `order`; NaN (sorted last) stays NaN."
+    T, N = a.shape
+    for t in range(T):
+        n = 0
+        for i in range(N):
+            if a[t, i] == a[t, i]: n += 1
+        i = 0
+        while i < N:
+            v = a[t, order[t, i]]
+            if v != v:
+                for q in range(i, N): out[t, order[t, q]] = np.nan
+                break
+            e = i
+            while e + 1 < N and a[t, order[t, e + 1]] == v: e += 1
+            pct = (i + e) / (2.0 * (n - 1)) if n > 1 else 0.5  # i + e: twice the average 0-based rank of the ties
+            for q in range(i, e + 1): out[t, order[t, q]] = pct
+            i = e + 1
+
 def _cs_rank(a: np.ndarray) -> np.ndarray:
     """Per-row (per-date) percentile rank in [0, 1]: (rank - 1) / (n - 1) with average ranks for ties, n = symbols
-    present that date; 0.5 when n == 1; NaN stays NaN. Vectorized: one argsort per panel, tie groups by accumulate."""
-    T, N = a.shape
-    order = np.argsort(a, axis=1)  # NaN sort last; the order within ties does not matter
-    s = np.take_along_axis(a, order, axis=1)
-    j = np.arange(N)
-    new = np.ones((T, N), bool); new[:, 1:] = s[:, 1:] != s[:, :-1]  # first element of each tie group (NaN≠NaN)
-    if new.all(): rank2 = 2.0 * j  # no ties anywhere: rank = position (the common case for continuous features)
-    else:
-        last = np.ones((T, N), bool); last[:, :-1] = new[:, 1:]  # last element of each tie group
-        start = np.maximum.accumulate(np.where(new, j, 0), axis=1)
-        end = np.minimum.accumulate(np.where(last, j, N)[:, ::-1], axis=1)[:, ::-1]
-        rank2 = start + end  # twice the average 0-based rank of the tie group
-    n = np.sum(~np.isnan(a), axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pct = np.where(n > 1, rank2 / (2.0 * (n - 1)), 0.5)
-    out = np.empty_like(a); np.put_along_axis(out, order, pct, axis=1)
-    out[np.isnan(a)] = np.nan
+    present that date; 0.5 when n == 1; NaN stays NaN. One argsort per panel (NaN sort last), then one compiled pass
+    over the sorted rows for the tie groups."""
+    a = np.ascontiguousarray(a, dtype="float64"); out = np.empty_like(a)
+    _rank_pass(a, np.argsort(a, axis=1), out)
     return out
 
 def _cs_z(a: np.ndarray) -> np.ndarray:
-    "Per-row z-score (x - mean) / std over the symbols present that date (population std); NaN if std is 0 or n < 2."
-    n = np.sum(~np.isnan(a), axis=1, keepdims=True)
+    """Per-row z-score (x - mean) / std over the symbols present that date (population std); NaN if std is 0 or n < 2.
+    The sums are numpy's (pairwise) row sums of the NaN-zeroed rows, i.e. exactly `np.nanmean`'s."""
+    nan = np.isnan(a); n = a.shape[1] - np.count_nonzero(nan, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.nanmean(np.where(n > 0, a, 0.0), axis=1, keepdims=True)
-        sd = np.sqrt(np.nanmean(np.where(n > 0, (a - m) ** 2, 0.0), axis=1, keepdims=True))
-        return np.where((n > 1) & (sd > 0), (a - m) / sd, np.nan)
+        m = np.where(n > 0, np.where(nan, 0.0, a).sum(axis=1, keepdims=True) / n, 0.0)
+        d = a - m; d2 = d * d
+        sd = np.sqrt(np.where(n > 0, np.where(np.isnan(d2), 0.0, d2).sum(axis=1, keepdims=True) / n, 0.0))
+        return np.where((n > 1) & (sd > 0), d / sd, np.nan)
+
+
+# %% ../nbs/02_features.ipynb #a7c0e001
+_NSYM = 16  # per-symbol features: FEATURE_NAMES[:16]
+_LAGR = 256  # ring of panel closes: lags up to 252 bars and the 252-bar high
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    "a * b + c rounded once (LLVM's fma): the contraction TA-Lib's build applies to its EMA step."
+    def codegen(context, builder, sig, args):
+        d = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _ta_step(j, c, I, S, out, t):
+    """One observed close `c` of symbol j → out[7] RSI(14), out[8:11] MACD(12, 26, 9) line, signal, histogram ÷ c,
+    as TA-Lib computes them over the symbol's own bars (ta_RSI.c, ta_MACD.c). I[0, j]: bars seen; S (10, N): last
+    close, RSI gain/loss, fast/slow EMA, seed sums, signal EMA."""
+    idx = I[0, j]; I[0, j] = idx + 1
+    if idx > 0:  # RSI: Wilder smoothing seeded by the mean gain/loss of the first 14 changes
+        d = c - S[0, j]
+        if idx <= 14:
+            if d < 0: S[2, j] -= d
+            else: S[1, j] += d
+            if idx == 14: S[2, j] *= (1.0 / 14.0); S[1, j] *= (1.0 / 14.0)
+        else:
+            S[2, j] *= 13.0; S[1, j] *= 13.0
+            if d < 0: S[2, j] -= d
+            else: S[1, j] += d
+            S[2, j] *= (1.0 / 14.0); S[1, j] *= (1.0 / 14.0)
+        if idx >= 14:
+            tv = S[1, j] + S[2, j]
+            out[7, t, j] = 100.0 * (S[1, j] / tv) if not (-0.00000001 < tv < 0.00000001) else 0.0
+    S[0, j] = c
+    if idx <= 25:  # MACD: both EMAs seeded by SMAs ending at bar 25, the signal EMA by the SMA of MACD 25..33
+        S[6, j] += c
+        if idx >= 14: S[7, j] += c
+        if idx == 25:
+            S[4, j] = S[7, j] / 12.0; S[5, j] = S[6, j] / 26.0
+            S[8, j] = 0.0 + (S[4, j] - S[5, j])
+    else:
+        S[4, j] = _fma(c - S[4, j], 2.0 / 13.0, S[4, j])
+        S[5, j] = _fma(c - S[5, j], 2.0 / 27.0, S[5, j])
+        m = S[4, j] - S[5, j]
+        if idx <= 33:
+            S[8, j] += m
+            if idx == 33: S[9, j] = S[8, j] / 9.0
+        else: S[9, j] = _fma(m - S[9, j], 2.0 / 10.0, S[9, j])
+        if idx >= 33:
+            out[8, t, j] = m / c; out[9, t, j] = S[9, j] / c; out[10, t, j] = (m - S[9, j]) / c
+
+@njit(cache=True, error_model="numpy")  # IEEE division (x/0 → inf/NaN), masked afterwards
+def _symbol_steps(C, LR, RM, bw, I, S, G, CR, CSR, CNR, out, scan_max):
+    """Advance the per-symbol state by k rows: C (k, N) closes (NaN = no bar), LR (k, N) log(close / previous close),
+    RM (k,) benchmark simple returns; write the 16 per-symbol features (`FEATURE_NAMES[:16]` order) of each row into
+    out (16, k, N). dist_52w_high (out[13]) only if `scan_max` (the batch path fills it with `_rolling_max_full`);
+    bb_pctb (out[11]) is left NaN for TA-Lib. State: see `_SymState`. The loops over symbols are branch-free where
+    they can be, so that they vectorize."""
+    k, N = C.shape; L = CSR.shape[0]; nan = np.nan
+    for t in range(k):
+        g = G[0]; G[0] = g + 1
+        cur, ncur, prv, nprv = CSR[g % L], CNR[g % L], CSR[(g - 1) % L], CNR[(g - 1) % L]
+        p20, p60, pb = CSR[(g - 20) % L], CSR[(g - 60) % L], CSR[(g - bw) % L]
+        n20, n60, nb = CNR[(g - 20) % L], CNR[(g - 60) % L], CNR[(g - bw) % L]
+        c0, c1, c5 = CR[g % _LAGR], CR[(g - 1) % _LAGR], CR[(g - 5) % _LAGR]
+        c20, c60, c21, c252 = CR[(g - 20) % _LAGR], CR[(g - 60) % _LAGR], CR[(g - 21) % _LAGR], CR[(g - 252) % _LAGR]
+        rm = RM[t]; rm_ok = rm == rm
+        Ct, Lt = C[t], LR[t]
+        o0, o1, o2, o3, o4, o12 = out[0, t], out[1, t], out[2, t], out[3, t], out[4, t], out[12, t]
+        for j in range(N):  # lags: returns, log return, 12-1 momentum
+            c = Ct[j]; c0[j] = c
+            o0[j] = c / c1[j] - 1.0; o1[j] = c / c5[j] - 1.0; o2[j] = c / c20[j] - 1.0; o3[j] = c / c60[j] - 1.0
+            o4[j] = Lt[j]; o12[j] = c21[j] / c252[j] - 1.0
+        a0, a1, q0, q1, n0, m0 = cur[0], cur[1], prv[0], prv[1], ncur[0], nprv[0]
+        for j in range(N):  # cumulative sums of the log return and its square (NaN adds 0.0 and is not counted)
+            x = Lt[j]; ok = x == x
+            a0[j] = q0[j] + (x if ok else 0.0); a1[j] = q1[j] + (x * x if ok else 0.0); n0[j] = m0[j] + (1 if ok else 0)
+        o5, o6 = out[5, t], out[6, t]
+        for j in range(N):  # vol_20, vol_60: trailing sample std × √252, NaN unless the window is complete
+            s1 = a0[j] - p20[0, j]; v = (a1[j] - p20[1, j]) - s1 * s1 / 20
+            v = v if (v > 0.0 or v != v) else 0.0
+            o5[j] = np.sqrt(v / 19) * _ANN if n0[j] - n20[0, j] >= 20 else nan
+            s1 = a0[j] - p60[0, j]; v = (a1[j] - p60[1, j]) - s1 * s1 / 60
+            v = v if (v > 0.0 or v != v) else 0.0
+            o6[j] = np.sqrt(v / 59) * _ANN if n0[j] - n60[0, j] >= 60 else nan
+        b2, b3, b4, b5, b6, n1 = cur[2], cur[3], cur[4], cur[5], cur[6], ncur[1]
+        for j in range(N):  # beta moments on the common mask of stock and benchmark returns
+            r = o0[j]; ok = (r == r) and rm_ok
+            r = r if ok else 0.0; m = rm if ok else 0.0
+            b2[j] = prv[2, j] + r; b3[j] = prv[3, j] + m; b4[j] = prv[4, j] + r * m
+            b5[j] = prv[5, j] + m * m; b6[j] = prv[6, j] + r * r; n1[j] = nprv[1, j] + (1 if ok else 0)
+        o14, o15 = out[14, t], out[15, t]
+        for j in range(N):  # beta = cov / var_m; residual vol by the OLS identity (population moments, ddof=1 at the end)
+            mr = (b2[j] - pb[2, j]) / bw; mm = (b3[j] - pb[3, j]) / bw
+            cov = (b4[j] - pb[4, j]) / bw - mr * mm
+            var_m = (b5[j] - pb[5, j]) / bw - mm * mm
+            var_r = (b6[j] - pb[6, j]) / bw - mr * mr
+            rv = var_r - cov * cov / var_m; rv = rv if (rv > 0.0 or rv != rv) else 0.0
+            ok = (n1[j] - nb[1, j] >= bw) and var_m > 0
+            o14[j] = cov / var_m if ok else nan
+            o15[j] = np.sqrt(rv * (bw / (bw - 1.0))) * _ANN if ok else nan
+        for f in range(7, 12): out[f, t, :] = nan
+        for j in range(N):  # RSI and MACD over each symbol's own bars
+            c = Ct[j]
+            if c == c: _ta_step(j, c, I, S, out, t)
+        if scan_max:
+            for j in range(N):
+                c = Ct[j]; hi = -np.inf; ok = True
+                for q in range(252):
+                    v = CR[(g - q) % _LAGR, j]
+                    if v != v:
+                        ok = False; break
+                    if v > hi: hi = v
+                out[13, t, j] = c / hi - 1.0 if ok else nan
+
+@njit(cache=True)
+def _rolling_max_full(C, w, out, f):
+    """out[f, t, j] = C[t, j] / max(C[t-w+1..t, j]) - 1 where all w closes are present, else NaN (the max of
+    pandas' rolling(w, min_periods=w)); van Herk / Gil-Werman block prefix and suffix maxima, O(T·N)."""
+    T, N = C.shape
+    pre = np.empty(N); suf = np.empty((T, N)); cnt = np.zeros(N, np.int64)
+    for b0 in range(0, T, w):
+        b1 = min(b0 + w, T)
+        for j in range(N): suf[b1 - 1, j] = C[b1 - 1, j]
+        for t in range(b1 - 2, b0 - 1, -1):
+            for j in range(N):
+                a = C[t, j]; s = suf[t + 1, j]
+                suf[t, j] = a if (a > s or s != s) else s
+    for t in range(T):
+        for j in range(N):
+            a = C[t, j]
+            if t % w == 0: pre[j] = a
+            else:
+                p = pre[j]; pre[j] = a if (a > p or p != p) else p
+            if a == a: cnt[j] += 1
+            if t >= w and C[t - w, j] == C[t - w, j]: cnt[j] -= 1
+            if t < w - 1 or cnt[j] < w: out[f, t, j] = np.nan
+            else:
+                s = suf[t - w + 1, j] if (t + 1) % w != 0 else pre[j]
+                p = pre[j]
+                m = s if s > p else p
+                out[f, t, j] = a / m - 1.0
+
+class _SymState:
+    """State of `_symbol_steps` for N symbols: I (1, N) bars seen per symbol; S (10, N) TA-Lib recursions; G (1,) rows
+    seen; CR (256, N) ring of closes; CSR (L, 7, N) ring of cumulative sums (log return, its square, r, r_m, r·r_m,
+    r_m², r²; L = max(60, beta_window) + 1); CNR (L, 2, N) ring of cumulative counts."""
+    def __init__(self, n: int, beta_window: int):
+        L = max(60, beta_window) + 1
+        self.beta_window = beta_window
+        self.arrays = (np.zeros((1, n), np.int64), np.zeros((10, n)), np.zeros(1, np.int64), np.full((_LAGR, n), np.nan),
+                       np.zeros((L, 7, n)), np.zeros((L, 2, n), np.int64))
+    def steps(self, C, LR, RM, out, scan_max: bool) -> None:
+        _symbol_steps(C, LR, RM, self.beta_window, *self.arrays, out, scan_max)
+
+
 
 # %% ../nbs/02_features.ipynb #3bcc1ac9
 _CS = [("cs_rank", "ret_5"), ("cs_rank", "ret_20"), ("cs_rank", "mom_12_1"), ("cs_rank", "vol_20"),
@@ -196,46 +341,48 @@ def feature_names() -> list[str]:
     "The columns `compute_features` returns, in order."
     return list(FEATURE_NAMES)
 
-def _symbol_features(C: np.ndarray, Rm: np.ndarray, beta_window: int, put) -> None:
-    """Per-symbol features on the wide close array C (T, N) and the benchmark's simple returns Rm (T,).
-    Each (T, N) result is handed to `put(name, array)` as soon as it exists (streamed into the output, so the
-    temporaries stay few)."""
-    lag1 = _lag(C, 1)
-    r = C / lag1 - 1.0; put("ret_1", r)
-    for h in (5, 20, 60): put(f"ret_{h}", C / _lag(C, h) - 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"): lr = np.log(C / lag1)
-    del lag1
-    put("logret_1", lr)
-    put("vol_20", _wstd(lr, 20) * _ANN)
-    put("vol_60", _wstd(lr, 60) * _ANN)
-    del lr
-    put("rsi_14", _per_symbol(C, lambda c: talib.RSI(c, timeperiod=14), 1)[0])
-    m, s, h = _per_symbol(C, lambda c: talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9), 3)
-    put("macd", m / C); put("macd_signal", s / C); put("macd_hist", h / C)
-    del m, s, h
-    up, _, lo = _per_symbol(C, lambda c: talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0), 3)
-    # %b is undefined when the band has (numerically) zero width — 20 identical closes: NaN, not ±inf
+_CHUNK = 256  # rows per block: temporaries stay small and in cache (a multiple of 8: SIMD lanes line up as unchunked)
+
+def _rows(T: int):
+    "Row blocks [i, j) of `_CHUNK` rows covering 0..T."
+    return ((i, min(i + _CHUNK, T)) for i in range(0, T, _CHUNK))
+
+_CHUNK = 256  # rows per block: temporaries stay small and in cache (a multiple of 8: SIMD lanes line up as unchunked)
+
+def _rows(T: int):
+    "Row blocks [i, j) of `_CHUNK` rows covering 0..T."
+    return ((i, min(i + _CHUNK, T)) for i in range(0, T, _CHUNK))
+
+def _symbol_features(C: np.ndarray, Rm: np.ndarray, beta_window: int, W: np.ndarray) -> _SymState:
+    """Per-symbol features on the wide close array C (T, N) and the benchmark's simple returns Rm (T,), written into
+    W (16, T, N) in `FEATURE_NAMES[:16]` order (W may be a view into the output block). Returns the kernel state after
+    row T-1 (what `FeatureState` continues from). Row-local work runs block by block (identical values)."""
+    T, N = C.shape
+    st = _SymState(N, beta_window); prev = np.full((1, N), np.nan)
+    for i, j in _rows(T):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lr = np.log(C[i:j] / np.concatenate([prev, C[i:j - 1]]))  # log(close / previous close), NaN-aware
+        st.steps(C[i:j], lr, Rm[i:j], W[:, i:j], False)
+        prev = C[j - 1:j]
+    _rolling_max_full(C, 252, W, FEATURE_NAMES.index("dist_52w_high"))
+    _bb_pctb_into(W[FEATURE_NAMES.index("bb_pctb")], C)
+    return st
+
+def _pctb(c, up, lo):
+    "Bollinger %b; undefined when the band has (numerically) zero width — 20 identical closes: NaN, not ±inf."
     width = up - lo
     with np.errstate(divide="ignore", invalid="ignore"):
-        put("bb_pctb", np.where(width > 1e-9 * np.abs(C), (C - lo) / width, np.nan))
-    del up, lo
-    put("mom_12_1", _lag(C, 21) / _lag(C, 252) - 1.0)
-    put("dist_52w_high", C / _np(_roll(C, 252).max()) - 1.0)
-    # beta / residual vol: rolling moments on a common NaN mask so r and r_m always cover the same days
-    gap = np.isnan(r) | np.isnan(Rm)[:, None]  # a missing stock OR benchmark return
-    r = np.where(gap, np.nan, r); rm = np.where(gap, np.nan, Rm[:, None])
-    w = beta_window
-    n = _wcount(r, w)  # r and rm share their NaN mask, hence one window count
-    mr, mm = _wsum(r, w, n) / w, _wsum(rm, w, n) / w
-    cov = _wsum(r * rm, w, n) / w - mr * mm
-    var_m = _wsum(rm * rm, w, n) / w - mm * mm
-    var_r = _wsum(r * r, w, n) / w - mr * mr
-    del mr, mm, rm
-    with np.errstate(divide="ignore", invalid="ignore"):
-        put("beta", np.where(var_m > 0, cov / var_m, np.nan))
-        # OLS identity; np.maximum only absorbs floating-point rounding below zero (a residual variance is >= 0)
-        rv = np.maximum(var_r - cov * cov / var_m, 0.0) * (w / (w - 1.0))
-        put("resid_vol", np.where(var_m > 0, np.sqrt(rv) * _ANN, np.nan))
+        return np.where(width > 1e-9 * np.abs(c), (c - lo) / width, np.nan)
+
+def _bb_pctb_into(dst: np.ndarray, C: np.ndarray) -> None:
+    "dst (T, N) ← %b of TA-Lib BBANDS(20, 2, 2, SMA) over each symbol's own bars (NaN at missing bars)."
+    dst[...] = np.nan
+    for j in range(C.shape[1]):
+        col = C[:, j]; ok = ~np.isnan(col)
+        if not ok.any(): continue
+        c = np.ascontiguousarray(col[ok])
+        up, _, lo = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
+        dst[ok, j] = _pctb(c, up, lo)
 
 def _market_features(b: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
     "Benchmark closes b (T,) and VIX levels v (T,) on the panel calendar → (T,) market features."
@@ -263,20 +410,112 @@ def compute_features(bars: pd.DataFrame, benchmark: pd.Series, vix: pd.Series | 
     v = (align_series(vix, p.times, "vix", positive=True) if vix is not None
          else pd.Series(np.nan, index=p.times))
     bv = _np(b)
+    T, N = p.shape
     out = np.empty((len(FEATURE_NAMES), len(bars)), dtype="float64")
     col = {k: i for i, k in enumerate(FEATURE_NAMES)}
-    cs_inputs = {name for _, name in _CS}; keep = {}
-    def put(k, a):
-        p.long_into(out[col[k]], a)
-        if k in cs_inputs: keep[k] = a  # noqa: F821  (defined above; `del keep` after the closure confuses the check)
-    _symbol_features(C, bv / _lag(bv, 1) - 1.0, beta_window, put)
-    for k, name in _CS: put(f"{k}_{name}", (_cs_rank if k == "cs_rank" else _cs_z)(keep[name]))
-    del keep
-    for k, x in _market_features(bv, _np(v)).items(): put(k, x[:, None])  # per-date, broadcast over symbols
+    W = out[:_NSYM].reshape(_NSYM, T, N) if p.pos is None else np.empty((_NSYM, T, N))  # wide per-symbol block
+    _symbol_features(C, bv / _lag(bv, 1) - 1.0, beta_window, W)
+    if p.pos is not None:
+        for i in range(_NSYM): p.long_into(out[i], W[i])
+    for k, name in _CS:  # per-date functions, block by block
+        fn, dst = (_cs_rank if k == "cs_rank" else _cs_z), out[col[f"{k}_{name}"]]
+        if p.pos is None:
+            d2 = dst.reshape(T, N)
+            for i, j in _rows(T): d2[i:j] = fn(W[col[name], i:j])
+        else: p.long_into(dst, fn(W[col[name]]))
+    del W
+    for k, x in _market_features(bv, _np(v)).items(): p.long_into(out[col[k]], x[:, None])  # per-date, broadcast
     df = pd.DataFrame(out.T, index=bars.index, columns=list(FEATURE_NAMES), copy=False)
     df.attrs = {"beta_window": beta_window, "benchmark_filled": [str(t) for t in b.attrs["filled"]],
                 "vix": vix is not None}
     return df
+
+# %% ../nbs/02_features.ipynb #b8d1f001
+class FeatureState:
+    """Incremental features for a fixed universe `symbols` (N,): `update(timestamp, close, benchmark, vix)` appends one
+    session and returns its feature row (N, F), F = len(FEATURE_NAMES), equal to the row `compute_features` gives for
+    that session over the same history. The returned array is a view of a buffer the next `update` overwrites.
+    Start empty (`FeatureState(symbols)`) or from a history (`FeatureState.from_bars`)."""
+    def __init__(self, symbols, beta_window: int = 120):
+        if beta_window < 20: raise ValueError(f"beta_window must be >= 20 trading days, got {beta_window}")
+        self.symbols = [str(s) for s in symbols]; n = len(self.symbols)
+        if n == 0: raise ValueError("symbols is empty")
+        self.beta_window, self.timestamp = beta_window, None
+        self._st = _SymState(n, beta_window); self._prev = np.full(n, np.nan)
+        self._bb = [None] * n; self._obs = [[] for _ in range(n)]  # TA-Lib BBANDS streams; closes until 20 bars
+        self._b, self._v, self._nt = np.empty(1024), np.empty(1024), 0  # benchmark / VIX history (grows by doubling)
+        self._W = np.empty((_NSYM, 1, n)); self._row = np.empty((len(FEATURE_NAMES), n))
+        self._rm = np.empty(1); self._up = np.empty(n); self._lo = np.empty(n)
+        self._col = {k: i for i, k in enumerate(FEATURE_NAMES)}
+
+    @classmethod
+    def from_bars(cls, bars: pd.DataFrame, benchmark: pd.Series, vix: pd.Series | None = None,
+                  beta_window: int = 120) -> "FeatureState":
+        "The state after the last session of `bars` (same arguments and errors as `compute_features`)."
+        p = _panel(bars); C = p.wide(bars["close"].to_numpy(dtype="float64"))
+        bv = _np(align_series(benchmark, p.times, "benchmark"))
+        vv = _np(align_series(vix, p.times, "vix", positive=True)) if vix is not None else np.full(len(bv), np.nan)
+        self = cls(p.symbols, beta_window)
+        self._st = _symbol_features(C, bv / _lag(bv, 1) - 1.0, beta_window, np.empty((_NSYM,) + C.shape))
+        self._prev = C[-1].copy()
+        for j in range(C.shape[1]):
+            c = C[~np.isnan(C[:, j]), j]
+            if len(c) >= 20: self._bb[j] = BBANDS_Stream(np.ascontiguousarray(c), 20, 2.0, 2.0, 0)
+            else: self._obs[j] = list(c)
+        self._grow(len(bv)); self._b[: len(bv)], self._v[: len(bv)], self._nt = bv, vv, len(bv)
+        self.timestamp = p.times[-1]
+        return self
+
+    def _grow(self, n: int) -> None:
+        if n > len(self._b):
+            m = max(n, 2 * len(self._b))
+            for k in ("_b", "_v"):
+                a = np.empty(m); a[: self._nt] = getattr(self, k)[: self._nt]; setattr(self, k, a)
+
+    def _check(self, timestamp, close, benchmark, vix):
+        ts = pd.Timestamp(timestamp)
+        if ts.tz is None: raise ValueError(f"timestamp must be tz-aware (UTC), got {timestamp!r}")
+        if self.timestamp is not None and ts <= self.timestamp:
+            raise ValueError(f"timestamp {ts} is not after the last update {self.timestamp}")
+        close = np.asarray(close, dtype="float64")
+        if close.shape != (len(self.symbols),):
+            raise ValueError(f"close must have shape ({len(self.symbols)},) (one per symbol), got {close.shape}")
+        bad = ~(np.isnan(close) | (np.isfinite(close) & (close > 0)))
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise ValueError(f"field 'close' must be positive and finite (NaN = missing): symbol {self.symbols[j]!r} "
+                             f"at {_fmt_ts(ts)} has close={float(close[j])!r}")
+        for name, x in (("benchmark", benchmark), ("vix", vix)):
+            if not (np.isnan(x) or (np.isfinite(x) and x > 0)):
+                raise ValueError(f"{name} must be positive (NaN = missing): {_fmt_ts(ts)} has {x!r}")
+        return ts.tz_convert("UTC"), close
+
+    def update(self, timestamp, close, benchmark: float, vix: float = np.nan) -> np.ndarray:
+        """One new session: `close` (N,) adjusted closes in `symbols` order (NaN = no bar), `benchmark` index close
+        (NaN = missing), `vix` level (NaN = missing / not used). Returns the (N, F) feature row (a view, see class).
+        Errors: a timestamp not after the previous one, wrong shape, a non-positive close (naming symbol and date)."""
+        ts, c = self._check(timestamp, close, float(benchmark), float(vix))
+        n = self._nt; self._grow(n + 1); self._b[n], self._v[n] = benchmark, vix; self._nt = n + 1
+        self._rm[0] = benchmark / self._b[n - 1] - 1.0 if n > 0 else np.nan
+        with np.errstate(divide="ignore", invalid="ignore"): lr = np.log(c / self._prev)
+        W = self._W; self._st.steps(c[None], lr[None], self._rm, W, True)
+        self._prev = c; self.timestamp = ts
+        up, lo = self._up, self._lo; up.fill(np.nan); lo.fill(np.nan)
+        for j in np.flatnonzero(~np.isnan(c)):
+            s = self._bb[j]
+            if s is not None: up[j], _, lo[j] = s.update(c[j])
+            else:
+                o = self._obs[j]; o.append(c[j])
+                if len(o) == 20:
+                    s, (u, _, lw) = BBANDS_Stream.open_and_fill(np.array(o), 20, 2.0, 2.0, 0)
+                    self._bb[j], self._obs[j], up[j], lo[j] = s, [], u[-1], lw[-1]
+        W[self._col["bb_pctb"], 0] = _pctb(c, up, lo)
+        row, col = self._row, self._col
+        row[:_NSYM] = W[:, 0]
+        for k, name in _CS: row[col[f"{k}_{name}"]] = (_cs_rank if k == "cs_rank" else _cs_z)(W[col[name]])[0]
+        for k, x in _market_features(self._b[: n + 1], self._v[: n + 1]).items(): row[col[k]] = x[-1]
+        return row.T
+
 
 # %% ../nbs/02_features.ipynb #cd219412
 def make_labels(bars: pd.DataFrame, horizons=(1, 5, 20, 60)) -> pd.DataFrame:

@@ -280,6 +280,17 @@ class LightGBMForecaster(Forecaster):
             else np.zeros((0, len(self.horizons_)))
         return X.index, P
 
+    def predict_array(self, x: np.ndarray, horizons=None) -> np.ndarray:
+        """Point forecasts (n, len(horizons)) for the rows of `x` (n, n_features) float64 in `feature_names_` order,
+        `horizons` a subset of `horizons_` (None: all): the arrays-only path of `predict` for a live decision (same
+        numbers; no frame, no confidence). Errors: wrong shape, a horizon the model was not trained for."""
+        x = np.asarray(x, dtype="float64")
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names_):
+            raise ValueError(f"{self.name}: x must be (n, {len(self.feature_names_)}), got {x.shape}")
+        hs = self.horizons_ if horizons is None else list(horizons)
+        if bad := [h for h in hs if h not in self.boosters_]: raise ValueError(f"{self.name}: no model for horizons {bad}")
+        return np.column_stack([self.boosters_[h].predict(x, num_threads=self.n_jobs) for h in hs])
+
     def _get_state(self):
         return {"models": {int(h): b.model_to_string() for h, b in self.boosters_.items()},
                 "best_iteration": {int(h): int(i) for h, i in self.best_iteration_.items()}}
@@ -453,6 +464,21 @@ class WindowForecaster(Forecaster):
                 xb = torch.from_numpy(np.ascontiguousarray(w[ends[i:i + 8192] - self.lookback + 1])).to(self.device_)
                 outs.append(self.net_(xb).double().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self._n_out()))
+
+    def standardise_rows(self, x: np.ndarray) -> np.ndarray:
+        """Network input rows (n, n_features) float32 for raw feature rows `x` (n, n_features) in `feature_names_`
+        order: standardised with the training mean/std, NaN → 0 — exactly what `predict` feeds the net."""
+        return self._standardise(np.asarray(x, dtype="float64"))[0]
+
+    def predict_windows(self, z: np.ndarray) -> np.ndarray:
+        """Point forecasts (n, n_horizons) for standardised windows `z` (n, lookback, n_features) float32 (rows from
+        `standardise_rows`, oldest first): the arrays-only path of `predict` (torch inference mode; the same windows
+        in the same batch give the same numbers)."""
+        if z.ndim != 3 or z.shape[1:] != (self.lookback, len(self.feature_names_)):
+            raise ValueError(f"{self.name}: z must be (n, {self.lookback}, {len(self.feature_names_)}), got {z.shape}")
+        self.net_.eval()
+        with torch.inference_mode(): out = self.net_(torch.from_numpy(z).to(self.device_)).double().cpu().numpy()
+        return self._outputs_to_point(out) * self.y_std_ + self.y_mean_
 
     # ---- fit / predict ----------------------------------------------------------------------------------------------
     def _fit(self, X, Y, Xv, Yv):

@@ -1,0 +1,39 @@
+"""The live hot path (FeatureState rows -> LightGBM.predict_array and LSTM.predict_windows on arrays, the LSTM's
+standardised rows kept in a ring) gives the same forecasts as the batch path (compute_features over the whole history
+-> Forecaster.predict on frames), session by session over a multi-day window of real data."""
+import numpy as np
+
+from trading_lib.data.sources import EmbeddedSource
+from trading_lib.features import FEATURE_NAMES, FeatureState, align_series, compute_features, make_labels
+from trading_lib.models.base import LightGBMForecaster, LSTMForecaster
+
+
+def test_hot_path_forecasts_equal_batch_forecasts():
+    src = EmbeddedSource()
+    bars = src.bars(None, "2012-01-01", "2018-12-31")
+    times = bars.index.get_level_values(0).unique()
+    bench = src.series("SP500"); bench = bench[(bench.index >= times[0]) & (bench.index <= times[-1])]
+    F = compute_features(bars, bench, None); L = make_labels(bars, [1, 5, 20])
+    t = F.index.get_level_values(0)
+    cols = [c for c in FEATURE_NAMES if F[t < times[1200]][c].notna().mean() >= 0.5]
+    tr = (t >= times[260]) & (t < times[1200])
+    gbm = LightGBMForecaster([1, 5, 20], n_estimators=20).fit(F[tr][cols], L[tr])
+    lb = 5
+    lstm = LSTMForecaster([1, 5, 20], lookback=lb, hidden=8, epochs=1, device="cpu", progress=False).fit(F[tr][cols], L[tr])
+    first, n = len(times) - 25, bars.index.get_level_values(1).nunique()
+    fs = FeatureState.from_bars(bars.loc[: times[first - 1]], bench, None)
+    cidx = [FEATURE_NAMES.index(c) for c in cols]
+    ring = np.empty((lb, n, len(cols)), np.float32)
+    for d in range(first - lb + 1, first):
+        ring[d % lb] = lstm.standardise_rows(F.xs(times[d], level="timestamp")[cols].to_numpy())
+    close = bars["close"].unstack("symbol").reindex(columns=fs.symbols).to_numpy()
+    b = align_series(bench, times, "benchmark").to_numpy()
+    for d in range(first, len(times)):  # 25 sessions
+        x = np.ascontiguousarray(fs.update(times[d], close[d], b[d])[:, cidx])
+        ring[d % lb] = lstm.standardise_rows(x)
+        z = np.ascontiguousarray(np.stack([ring[(d - lb + 1 + k) % lb] for k in range(lb)], axis=1))
+        want_g = gbm.predict(F.loc[[times[d]], cols])["prediction"].to_numpy().reshape(n, 3)
+        want_l = lstm.predict(F.loc[times[d - lb - 2]:times[d], cols], start=times[d])["prediction"].to_numpy().reshape(n, 3)
+        np.testing.assert_array_equal(gbm.predict_array(x), want_g, err_msg=f"lightgbm at {times[d]}")
+        np.testing.assert_array_equal(gbm.predict_array(x, [20])[:, 0], want_g[:, 2])
+        np.testing.assert_array_equal(lstm.predict_windows(z), want_l, err_msg=f"lstm at {times[d]}")
