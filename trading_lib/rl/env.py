@@ -11,15 +11,18 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
+from numba import njit
 
 from ..config import Settings
 from ..trading.engine import Engine
+from ..trading.fast import bar_step, held_weights, new_book, risk_limits, session_clock, step_kernel
 from ..trading.risk import Reason
-from ..trading.strategy import EqualWeight, Strategy, as_decision
+from ..trading.strategy import EqualWeight, SessionContext, Strategy, as_decision
 
 # %% auto #0
-__all__ = ['STATES', 'ObservationSpec', 'observation', 'simplex_weights', 'Cash', 'ConstantWeights', 'Momentum',
-           'default_candidates', 'action_weights', 'PortfolioEnv', 'CandidateEnv', 'make_env']
+__all__ = ['STATES', 'REASON_NAMES', 'ObservationSpec', 'observation', 'scaled_log_returns', 'compiled_observation',
+           'simplex_weights', 'Cash', 'ConstantWeights', 'Momentum', 'default_candidates', 'action_weights',
+           'PortfolioEnv', 'CandidateEnv', 'make_env']
 
 # %% ../../nbs/rl/34_env.ipynb #1a9c8504
 STATES = ("ACTIVE", "REDUCING", "HALTED")
@@ -61,6 +64,36 @@ def observation(close: np.ndarray, weights, state: str, spec: ObservationSpec) -
     w = np.asarray(weights, dtype=float)
     out[W * N:(W + 1) * N] = w; out[(W + 1) * N] = 1.0 - w.sum(); out[(W + 1) * N + 1 + STATES.index(state)] = 1.0
     return np.clip(out, -spec.obs_clip, spec.obs_clip).astype(np.float32)
+
+# %% ../../nbs/rl/34_env.ipynb #1f236b9e
+def scaled_log_returns(close: np.ndarray, scale: float) -> np.ndarray:
+    """(T, N) returns of the observation for every session of `close` (T, N) closes: row k = log(c_k / c_{k-1}) × `scale`
+    where finite, else 0; row 0 = 0 (no previous close). Equal, element for element, to what `observation` computes."""
+    R = np.zeros(close.shape)
+    if len(close) > 1:
+        with np.errstate(invalid="ignore", divide="ignore"): r = np.log(close[1:] / close[:-1])
+        R[1:] = np.where(np.isfinite(r), r * scale, 0.0)
+    return R
+
+@njit(cache=True)
+def _clip(x, c):
+    if x < -c: return -c
+    if x > c: return c
+    return x  # NaN passes, as np.clip
+
+@njit(cache=True)
+def compiled_observation(R, t, window, w_held, w_sum, state, clip):
+    """`observation` at session `t` from `R` = `scaled_log_returns(close)` (T, N), the held weights `w_held` (N,) and
+    their sum `w_sum` (NumPy's order), `state` 0 ACTIVE / 1 REDUCING / 2 HALTED and the bound `clip`: (N(window+1)+4,)
+    float32, equal to `observation` bit for bit."""
+    N = R.shape[1]; W = window; out = np.empty(N * (W + 1) + 4, np.float32)
+    for m in range(W):
+        k = t - W + 1 + m
+        for i in range(N): out[m * N + i] = _clip(R[k, i], clip) if k >= 1 else 0.0
+    for i in range(N): out[W * N + i] = _clip(w_held[i], clip)
+    out[(W + 1) * N] = _clip(1.0 - w_sum, clip)
+    for s in range(3): out[(W + 1) * N + 1 + s] = _clip(1.0 if s == state else 0.0, clip)
+    return out
 
 # %% ../../nbs/rl/34_env.ipynb #25e990af
 def simplex_weights(action, n: int) -> np.ndarray:
@@ -112,12 +145,13 @@ class PortfolioEnv(gym.Env):
     """Continuous-action environment over `close` (T, N) adjusted closes (UTC DatetimeIndex × symbols) between `start`
     and `end` (inclusive; default all). `open` (T, N): optional fill prices (default: closes). `episode_length`
     (steps; default `settings.rl.episode_length`, capped by the window). Raises ValueError on a window with fewer
-    than 2 sessions or misaligned `open`."""
+    than 2 sessions, misaligned `open` or an unknown `engine` ('compiled' | 'python'; default `settings.rl.engine`)."""
     metadata = {"render_modes": []}
     kind = "continuous"
+    needs_context = False  # whether `_weights` reads the SessionContext (built on demand by the compiled engine)
 
     def __init__(self, close: pd.DataFrame, settings: Settings, start=None, end=None, open: pd.DataFrame | None = None,
-                 episode_length: int | None = None, random_start: bool = True):
+                 episode_length: int | None = None, random_start: bool = True, engine: str | None = None):
         if not isinstance(close.index, pd.DatetimeIndex): raise ValueError("close must be indexed by a DatetimeIndex of sessions")
         if open is not None and (not open.index.equals(close.index) or list(open.columns) != list(close.columns)):
             raise ValueError("open must have exactly close's index and columns")
@@ -135,10 +169,13 @@ class PortfolioEnv(gym.Env):
         c = self.obs_spec.obs_clip
         self.observation_space = spaces.Box(-c, c, (self.obs_spec.size,), np.float32)
         self.action_space = self._action_space()
-        self.engine = None
+        self.engine = None; self._book = None
+        self.engine_kind = engine or settings.rl.engine
+        if self.engine_kind not in ("compiled", "python"): raise ValueError(f"unknown engine {self.engine_kind!r} (compiled | python)")
+        if self.engine_kind == "compiled": self._setup_compiled()
 
     def _action_space(self): return spaces.Box(-1.0, 1.0, (len(self.symbols) + 1,), np.float32)
-    def _weights(self, action, ctx): return action_weights("continuous", action, ctx)
+    def _weights(self, action, ctx): return simplex_weights(action, len(self.symbols))  # = action_weights("continuous", ...)
 
 # %% ../../nbs/rl/34_env.ipynb #ddcb4b8e
 from fastcore.basics import patch
@@ -156,14 +193,19 @@ def reset(self: PortfolioEnv, *, seed=None, options=None):
     n_starts = self.hi - 1 - self.episode_length - self.lo + 1
     self.t = self.lo + (int(self.np_random.integers(n_starts)) if self.random_start else 0)
     self.t_end = self.t + self.episode_length
+    self.drawdown = 0.0; self.n_refused = 0
+    if self.engine_kind == "compiled":
+        self.peak, state = self._reset_compiled()
+        return self._observe_compiled(), dict(timestamp=self.stamps[self.t], equity=self.peak, state=state)
     self.engine = eng = Engine(self.symbols, self.settings, circuit_breakers=self.settings.rl.circuit_breakers)
     eng.on_bar(self.stamps[self.t], self.now[self.t], self.fill_px[self.t], self.C[self.t])
-    self.peak = eng.equity; self.drawdown = 0.0; self.n_refused = 0
+    self.peak = eng.equity
     return self._observe(), dict(timestamp=self.stamps[self.t], equity=eng.equity, state=eng.state.state.value)
 
 @patch
 def step(self: PortfolioEnv, action):
-    if self.engine is None: raise RuntimeError("step() before reset()")
+    if self.engine is None and self._book is None: raise RuntimeError("step() before reset()")
+    if self.engine_kind == "compiled": return self._step_compiled(action)
     eng, t, rl = self.engine, self.t, self.settings.rl
     eq0 = eng.equity
     w = self._weights(action, self.ctx)
@@ -185,10 +227,73 @@ def step(self: PortfolioEnv, action):
                 n_refused=self.n_refused, weights=w)
     return self._observe(), reward, not alive, t >= self.t_end, info
 
+# %% ../../nbs/rl/34_env.ipynb #7e62913f
+REASON_NAMES = [Reason(i).name for i in range(len(Reason))]
+
+@patch
+def _setup_compiled(self: PortfolioEnv):
+    s, N = self.settings, len(self.symbols); r, c = s.risk, s.costs
+    self._Ct = np.ascontiguousarray(self.C.T); self._Ot = np.ascontiguousarray(self.fill_px.T)  # (N, T): one compiled signature with the backtest
+    self._day = session_clock(self.ts)[1]
+    self._R = scaled_log_returns(self.C, self.obs_spec.return_scale)
+    self._cfg = np.array([c.slippage_bps, c.commission_bps, s.execution.min_order_notional, float(s.rl.circuit_breakers),
+                          2.0 if r.breach_action == "halt" else 1.0, r.daily_loss_limit_pct, r.max_drawdown_pct, 1.0])
+    self._lim = risk_limits(r); self._restricted = np.array([x in set(r.restricted_symbols) for x in self.symbols], np.bool_)
+    self._work, self._scratch = np.empty((5, N)), np.empty((4, N))
+    self._idx, self._code = np.empty(N, np.int64), np.zeros(N, np.int64)
+    self._counts, self._step_counts, self._no_w = np.zeros(15, np.int64), np.zeros(15, np.int64), np.zeros(N)
+
+@patch
+def _reset_compiled(self: PortfolioEnv):
+    t, cfg = self.t, self._cfg
+    self._book, self._acct, self._ist = new_book(len(self.symbols), float(self.settings.execution.initial_cash))
+    self._q = (np.empty(64), np.empty(64, np.int64), np.empty(64)); self._heads = np.zeros(3, np.int64); self._counts[:] = 0
+    bar_step(self._Ct, self._Ot, True, t, self.now[t], self._day[t], cfg[0], cfg[1], bool(cfg[3]), int(cfg[4]), cfg[5], cfg[6],
+             self._book, self._acct, self._ist, self._work[:3])
+    self._w_held = np.empty(len(self.symbols)); self._w_sum = held_weights(self._book, self._acct[1], self._w_held)
+    return float(self._acct[1]), STATES[self._ist[0]]
+
+@patch
+def _observe_compiled(self: PortfolioEnv):
+    sp = self.obs_spec
+    return compiled_observation(self._R, self.t, sp.window, self._w_held, self._w_sum, self._ist[0], sp.obs_clip)
+
+@patch
+def context(self: PortfolioEnv) -> SessionContext:
+    "The `SessionContext` of the current session (what a candidate strategy sees), from either engine."
+    if self.engine_kind == "python": return self.ctx
+    t = self.t; view = self.C[:t + 1].view(); view.flags.writeable = False
+    return SessionContext(t, self.stamps[t], self.symbols, view, self._book[0].copy(), self._w_held.copy(),
+                          float(self._acct[1]), STATES[self._ist[0]])
+
+@patch
+def _step_compiled(self: PortfolioEnv, action):
+    t, rl = self.t, self.settings.rl
+    eq0 = float(self._acct[1])
+    w = self._weights(action, self.context() if self.needs_context else None)
+    wa = self._no_w if w is None else w if (type(w) is np.ndarray and w.dtype == np.float64 and w.flags.c_contiguous) else np.ascontiguousarray(w, float)
+    nbad, traded, nf, eq1, self._w_sum, *q = step_kernel(
+        t, w is not None, wa, self._Ct, self._Ot, self.now, self._day, self._cfg, self._lim, self._restricted, self._book,
+        self._acct, self._ist, *self._q, self._heads, self._idx, self._code, self._work, self._scratch, self._counts,
+        self._step_counts, self._w_held)
+    self._q = q; self.t = t = t + 1
+    alive = np.isfinite(eq1) and eq1 > 0
+    traded = traded / eq0 if nf else 0.0
+    reward = float(np.log(eq1 / eq0)) if alive else -10.0
+    self.peak = max(self.peak, eq1) if alive else self.peak
+    dd = 1.0 - eq1 / self.peak if alive else 1.0
+    reward -= rl.turnover_penalty * traded + rl.drawdown_penalty * max(dd - self.drawdown, 0.0)
+    self.drawdown = dd; self.n_refused += nbad
+    refused = {REASON_NAMES[i]: n for i, n in enumerate(self._step_counts.tolist()) if n} if nbad else {}
+    info = dict(timestamp=self.stamps[t], equity=eq1, turnover=traded, state=STATES[self._ist[0]], refused=refused,
+                n_refused=self.n_refused, weights=w)
+    return self._observe_compiled(), reward, not alive, t >= self.t_end, info
+
 # %% ../../nbs/rl/34_env.ipynb #4b99876b
 class CandidateEnv(PortfolioEnv):
     "Discrete-action variant of `PortfolioEnv`: `Discrete(k)` over `candidates` {name: Strategy} (see above)."
     kind = "discrete"
+    needs_context = True
     def __init__(self, close, settings, start=None, end=None, candidates: dict | None = None, **kw):
         self.candidates = dict(candidates or default_candidates(settings))
         if not self.candidates: raise ValueError("CandidateEnv needs at least one candidate strategy")
