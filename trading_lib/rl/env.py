@@ -11,18 +11,18 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
-from numba import njit
 
 from ..config import Settings
 from ..trading.engine import Engine
-from ..trading.fast import bar_step, held_weights, new_book, risk_limits, session_clock, step_kernel
+from ..trading.fast import (bar_step, held_weights, new_book, observation_kernel, risk_limits, session_clock,
+                                      step_kernel)
 from ..trading.risk import Reason
 from ..trading.strategy import EqualWeight, SessionContext, Strategy, as_decision
 
 # %% auto #0
-__all__ = ['STATES', 'REASON_NAMES', 'ObservationSpec', 'observation', 'scaled_log_returns', 'compiled_observation',
-           'simplex_weights', 'Cash', 'ConstantWeights', 'Momentum', 'default_candidates', 'action_weights',
-           'PortfolioEnv', 'CandidateEnv', 'make_env']
+__all__ = ['STATES', 'REASON_NAMES', 'ObservationSpec', 'observation', 'scaled_log_returns', 'simplex_weights', 'Cash',
+           'ConstantWeights', 'Momentum', 'default_candidates', 'action_weights', 'PortfolioEnv', 'CandidateEnv',
+           'make_env']
 
 # %% ../../nbs/rl/34_env.ipynb #1a9c8504
 STATES = ("ACTIVE", "REDUCING", "HALTED")
@@ -75,25 +75,6 @@ def scaled_log_returns(close: np.ndarray, scale: float) -> np.ndarray:
         R[1:] = np.where(np.isfinite(r), r * scale, 0.0)
     return R
 
-@njit(cache=True)
-def _clip(x, c):
-    if x < -c: return -c
-    if x > c: return c
-    return x  # NaN passes, as np.clip
-
-@njit(cache=True)
-def compiled_observation(R, t, window, w_held, w_sum, state, clip):
-    """`observation` at session `t` from `R` = `scaled_log_returns(close)` (T, N), the held weights `w_held` (N,) and
-    their sum `w_sum` (NumPy's order), `state` 0 ACTIVE / 1 REDUCING / 2 HALTED and the bound `clip`: (N(window+1)+4,)
-    float32, equal to `observation` bit for bit."""
-    N = R.shape[1]; W = window; out = np.empty(N * (W + 1) + 4, np.float32)
-    for m in range(W):
-        k = t - W + 1 + m
-        for i in range(N): out[m * N + i] = _clip(R[k, i], clip) if k >= 1 else 0.0
-    for i in range(N): out[W * N + i] = _clip(w_held[i], clip)
-    out[(W + 1) * N] = _clip(1.0 - w_sum, clip)
-    for s in range(3): out[(W + 1) * N + 1 + s] = _clip(1.0 if s == state else 0.0, clip)
-    return out
 
 # %% ../../nbs/rl/34_env.ipynb #25e990af
 def simplex_weights(action, n: int) -> np.ndarray:
@@ -195,8 +176,8 @@ def reset(self: PortfolioEnv, *, seed=None, options=None):
     self.t_end = self.t + self.episode_length
     self.drawdown = 0.0; self.n_refused = 0
     if self.engine_kind == "compiled":
-        self.peak, state = self._reset_compiled()
-        return self._observe_compiled(), dict(timestamp=self.stamps[self.t], equity=self.peak, state=state)
+        obs = self._reset_compiled(); self.peak = float(self._acct[1])
+        return obs, dict(timestamp=self.stamps[self.t], equity=self.peak, state=STATES[self._ist[0]])
     self.engine = eng = Engine(self.symbols, self.settings, circuit_breakers=self.settings.rl.circuit_breakers)
     eng.on_bar(self.stamps[self.t], self.now[self.t], self.fill_px[self.t], self.C[self.t])
     self.peak = eng.equity
@@ -233,49 +214,50 @@ REASON_NAMES = [Reason(i).name for i in range(len(Reason))]
 @patch
 def _setup_compiled(self: PortfolioEnv):
     s, N = self.settings, len(self.symbols); r, c = s.risk, s.costs
-    self._Ct = np.ascontiguousarray(self.C.T); self._Ot = np.ascontiguousarray(self.fill_px.T)  # (N, T): one compiled signature with the backtest
+    self._P = np.stack([self.C.T, self.fill_px.T])  # (2, N, T) closes and fill prices, symbol-major as the backtest's kernel
     self._day = session_clock(self.ts)[1]
     self._R = scaled_log_returns(self.C, self.obs_spec.return_scale)
-    self._cfg = np.array([c.slippage_bps, c.commission_bps, s.execution.min_order_notional, float(s.rl.circuit_breakers),
-                          2.0 if r.breach_action == "halt" else 1.0, r.daily_loss_limit_pct, r.max_drawdown_pct, 1.0])
-    self._lim = risk_limits(r); self._restricted = np.array([x in set(r.restricted_symbols) for x in self.symbols], np.bool_)
-    self._work, self._scratch = np.empty((5, N)), np.empty((4, N))
-    self._idx, self._code = np.empty(N, np.int64), np.zeros(N, np.int64)
-    self._counts, self._step_counts, self._no_w = np.zeros(15, np.int64), np.zeros(15, np.int64), np.zeros(N)
+    self._cfg = np.concatenate([risk_limits(r), [c.slippage_bps, c.commission_bps, s.execution.min_order_notional,
+                                float(s.rl.circuit_breakers), 2.0 if r.breach_action == "halt" else 1.0, r.daily_loss_limit_pct,
+                                r.max_drawdown_pct, 1.0, self.obs_spec.window, self.obs_spec.obs_clip]])
+    self._restricted = np.array([x in set(r.restricted_symbols) for x in self.symbols], np.bool_)
+    self._work, self._iwork, self._counts = np.empty((10, N)), np.zeros((2, N), np.int64), np.zeros((2, 15), np.int64)
+    self._no_w = np.zeros(N)
+    self._simplex = type(self)._weights is PortfolioEnv._weights  # the action map runs compiled inside the step
 
 @patch
 def _reset_compiled(self: PortfolioEnv):
-    t, cfg = self.t, self._cfg
+    t, cfg, sp = self.t, self._cfg, self.obs_spec
     self._book, self._acct, self._ist = new_book(len(self.symbols), float(self.settings.execution.initial_cash))
     self._q = (np.empty(64), np.empty(64, np.int64), np.empty(64)); self._heads = np.zeros(3, np.int64); self._counts[:] = 0
-    bar_step(self._Ct, self._Ot, True, t, self.now[t], self._day[t], cfg[0], cfg[1], bool(cfg[3]), int(cfg[4]), cfg[5], cfg[6],
-             self._book, self._acct, self._ist, self._work[:3])
-    self._w_held = np.empty(len(self.symbols)); self._w_sum = held_weights(self._book, self._acct[1], self._w_held)
-    return float(self._acct[1]), STATES[self._ist[0]]
-
-@patch
-def _observe_compiled(self: PortfolioEnv):
-    sp = self.obs_spec
-    return compiled_observation(self._R, self.t, sp.window, self._w_held, self._w_sum, self._ist[0], sp.obs_clip)
+    bar_step(self._P[0], self._P[1], True, t, self.now[t], self._day[t], cfg[9], cfg[10], bool(cfg[12]), int(cfg[13]), cfg[14],
+             cfg[15], self._book, self._acct, self._ist, self._work[:3])
+    w_sum = held_weights(self._book, self._acct[1], self._work[9])
+    return observation_kernel(self._R, t, sp.window, self._work[9], w_sum, self._ist[0], sp.obs_clip)
 
 @patch
 def context(self: PortfolioEnv) -> SessionContext:
     "The `SessionContext` of the current session (what a candidate strategy sees), from either engine."
     if self.engine_kind == "python": return self.ctx
     t = self.t; view = self.C[:t + 1].view(); view.flags.writeable = False
-    return SessionContext(t, self.stamps[t], self.symbols, view, self._book[0].copy(), self._w_held.copy(),
+    return SessionContext(t, self.stamps[t], self.symbols, view, self._book[0].copy(), self._work[9].copy(),
                           float(self._acct[1]), STATES[self._ist[0]])
 
 @patch
 def _step_compiled(self: PortfolioEnv, action):
-    t, rl = self.t, self.settings.rl
+    t, rl, n = self.t, self.settings.rl, len(self.symbols)
     eq0 = float(self._acct[1])
-    w = self._weights(action, self.context() if self.needs_context else None)
-    wa = self._no_w if w is None else w if (type(w) is np.ndarray and w.dtype == np.float64 and w.flags.c_contiguous) else np.ascontiguousarray(w, float)
-    nbad, traded, nf, eq1, self._w_sum, *q = step_kernel(
-        t, w is not None, wa, self._Ct, self._Ot, self.now, self._day, self._cfg, self._lim, self._restricted, self._book,
-        self._acct, self._ist, *self._q, self._heads, self._idx, self._code, self._work, self._scratch, self._counts,
-        self._step_counts, self._w_held)
+    if self._simplex:  # the action itself goes to the kernel (simplex_kernel = simplex_weights)
+        a = action if type(action) is np.ndarray and action.ndim == 1 and action.dtype in (np.float32, np.float64) else \
+            np.asarray(action, dtype=float).reshape(-1)
+        if a.shape != (n + 1,): raise ValueError(f"action has shape {a.shape}, expected ({n + 1},)")
+        mode = 2
+    else:
+        w = self._weights(action, self.context() if self.needs_context else None)
+        mode = 0 if w is None else 1; a = self._no_w if w is None else np.ascontiguousarray(w, dtype=float)
+    obs, w, nbad, traded, nf, eq1, *q = step_kernel(t, mode, a, self._P, self._R, self.now, self._day, self._cfg,
+                                                   self._restricted, self._book, self._acct, self._ist, *self._q, self._heads,
+                                                   self._work, self._iwork, self._counts)
     self._q = q; self.t = t = t + 1
     alive = np.isfinite(eq1) and eq1 > 0
     traded = traded / eq0 if nf else 0.0
@@ -284,10 +266,10 @@ def _step_compiled(self: PortfolioEnv, action):
     dd = 1.0 - eq1 / self.peak if alive else 1.0
     reward -= rl.turnover_penalty * traded + rl.drawdown_penalty * max(dd - self.drawdown, 0.0)
     self.drawdown = dd; self.n_refused += nbad
-    refused = {REASON_NAMES[i]: n for i, n in enumerate(self._step_counts.tolist()) if n} if nbad else {}
+    refused = {REASON_NAMES[i]: k for i, k in enumerate(self._counts[1].tolist()) if k} if nbad else {}
     info = dict(timestamp=self.stamps[t], equity=eq1, turnover=traded, state=STATES[self._ist[0]], refused=refused,
-                n_refused=self.n_refused, weights=w)
-    return self._observe_compiled(), reward, not alive, t >= self.t_end, info
+                n_refused=self.n_refused, weights=None if mode == 0 else w)
+    return obs, reward, not alive, t >= self.t_end, info
 
 # %% ../../nbs/rl/34_env.ipynb #4b99876b
 class CandidateEnv(PortfolioEnv):

@@ -17,7 +17,8 @@ from .risk import Reason, StateChange, TradingState
 
 # %% auto #0
 __all__ = ['pairwise_sum', 'check_orders', 'risk_limits', 'session_clock', 'CompiledPreTradeRisk', 'new_book', 'bar_step',
-           'decide_step', 'backtest_kernel', 'run_backtest_fast', 'held_weights', 'step_kernel']
+           'decide_step', 'backtest_kernel', 'run_backtest_fast', 'held_weights', 'simplex_kernel',
+           'observation_kernel', 'step_kernel']
 
 # %% ../../nbs/trading/44_fast.ipynb #0f25ebd8
 @njit(cache=True)
@@ -399,20 +400,62 @@ def held_weights(book, equity, out):
     return pairwise_sum(out, 0, len(out))
 
 @njit(cache=True)
-def step_kernel(t, decide, w, C, O, now, day, cfg, lim, restricted, book, acct, ist, q_t, q_s, q_q, heads, idx, code, work,
-                scratch, counts, step_counts, w_held):
-    """One environment step: `decide_step` of `w` (N,) at session `t` (when `decide`), then `bar_step` at t+1.
-    `cfg` = (slippage bps, commission bps, min order notional, breakers 0/1, breach state, daily loss limit, drawdown
-    limit, has_open 0/1); `work` (5, N) and `scratch` (4, N) scratch; `step_counts` (15,) receives this step's refusals
-    by `Reason` (`counts` accumulates them); `w_held` (N,) receives the held weights after the bar. Returns (orders
-    refused, traded notional (currency), fills, equity after the bar, Σ w_held, q_t, q_s, q_q)."""
-    step_counts[:] = 0; nbad = 0
-    if decide:
-        k, q_t, q_s, q_q = decide_step(now[t], w, cfg[2], lim, restricted, book, acct, ist, q_t, q_s, q_q, heads, idx,
-                                       work[3], work[4], code, scratch, counts)
+def simplex_kernel(a, x):
+    """`rl.env.simplex_weights` compiled: (N,) long-only weights from an (N+1,) action `a` (last entry = cash), x = (clip(a,
+    −1, 1) + 1) / 2, w = x[:N] / Σx (Σx in NumPy's order; Σx ≤ 0 or NaN → all cash). `x` (N+1,) scratch."""
+    n = len(a) - 1
+    for i in range(n + 1):
+        v = np.float64(a[i])
+        if v < -1.0: v = -1.0
+        elif v > 1.0: v = 1.0
+        x[i] = (v + 1.0) / 2.0
+    s = pairwise_sum(x, 0, n + 1); w = np.zeros(n)
+    if s > 0:
+        for i in range(n): w[i] = x[i] / s
+    return w
+
+@njit(cache=True)
+def _clip(x, c):
+    if x < -c: return -c
+    if x > c: return c
+    return x  # NaN passes, as np.clip
+
+@njit(cache=True)
+def observation_kernel(R, t, window, w_held, w_sum, state, clip):
+    """`rl.env.observation` at session `t` from `R` (T, N) scaled log returns of every session (`rl.env.scaled_log_returns`;
+    row 0 = 0), the held weights `w_held` (N,) and their sum `w_sum`, `state` 0 ACTIVE / 1 REDUCING / 2 HALTED and the
+    bound `clip`: (N(window+1)+4,) float32 = window × N returns (rows before the first session read 0), N weights,
+    1 − w_sum, the one-hot state, each clipped to ±clip."""
+    N = R.shape[1]; W = window; out = np.empty(N * (W + 1) + 4, np.float32)
+    for m in range(W):
+        k = t - W + 1 + m
+        for i in range(N): out[m * N + i] = _clip(R[k, i], clip) if k >= 1 else 0.0
+    for i in range(N): out[W * N + i] = _clip(w_held[i], clip)
+    out[(W + 1) * N] = _clip(1.0 - w_sum, clip)
+    for s in range(3): out[(W + 1) * N + 1 + s] = _clip(1.0 if s == state else 0.0, clip)
+    return out
+
+@njit(cache=True)
+def step_kernel(t, mode, a, P, R, now, day, cfg, restricted, book, acct, ist, q_t, q_s, q_q, heads, work, iwork, counts):
+    """One environment step from session `t`: the decision (`mode` 0: none; 1: target weights `a` (N,); 2: an (N+1,)
+    action `a` mapped by `simplex_kernel`) through `decide_step`, then `bar_step` at t+1, the held weights and the
+    observation. `P` (2, N, T): closes and fill prices; `R` (T, N) as `observation_kernel`; `now` (T,) seconds, `day`
+    (T,) day keys; `cfg` = (9 limits of `risk_limits`, slippage bps, commission bps, min order notional, breakers 0/1,
+    breach state, daily loss limit, drawdown limit, has_open 0/1, window, clip). Scratch: `work` (10, N) float (row 9
+    receives the held weights), `iwork` (2, N) int; `counts` (2, 15): refusals by `Reason`, accumulated (row 0) and of
+    this step (row 1). Returns (observation (float32), the target weights (N,), refused orders, traded notional
+    (currency), fills, equity after the bar, q_t, q_s, q_q)."""
+    N = P.shape[1]; w_held = work[9]; sc = counts[1]; code = iwork[1]
+    sc[:] = 0; nbad = 0
+    if mode == 2: w = simplex_kernel(a, np.empty(N + 1))
+    else: w = a.astype(np.float64)  # a copy: the weights of this decision
+    if mode != 0:
+        k, q_t, q_s, q_q = decide_step(now[t], w, cfg[11], cfg[:9], restricted, book, acct, ist, q_t, q_s, q_q, heads,
+                                       iwork[0], work[3], work[4], code, work[5:9], counts[0])
         for m in range(k):
-            if code[m] != 0: step_counts[code[m]] += 1; nbad += 1
-    traded, com, nf, kind, val, old = bar_step(C, O, cfg[7] != 0, t + 1, now[t + 1], day[t + 1], cfg[0], cfg[1], cfg[3] != 0,
-                                               int(cfg[4]), cfg[5], cfg[6], book, acct, ist, work[:3])
+            if code[m] != 0: sc[code[m]] += 1; nbad += 1
+    traded, com, nf, kind, val, old = bar_step(P[0], P[1], cfg[16] != 0, t + 1, now[t + 1], day[t + 1], cfg[9], cfg[10],
+                                               cfg[12] != 0, int(cfg[13]), cfg[14], cfg[15], book, acct, ist, work[:3])
     s = held_weights(book, acct[1], w_held)
-    return nbad, traded, nf, acct[1], s, q_t, q_s, q_q
+    obs = observation_kernel(R, t + 1, int(cfg[17]), w_held, s, ist[0], cfg[18])
+    return obs, w, nbad, traded, nf, acct[1], q_t, q_s, q_q
