@@ -5,6 +5,7 @@
 # %% ../../nbs/rl/34_env.ipynb #41f2480a
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -14,8 +15,7 @@ from gymnasium import spaces
 
 from ..config import Settings
 from ..trading.engine import Engine
-from ..trading.fast import (bar_step, held_weights, new_book, observation_kernel, risk_limits, session_clock,
-                                      step_kernel)
+from ..trading.fast import bar_step, held_weights, new_book, observation_kernel, risk_limits, session_clock, step_kernel
 from ..trading.risk import Reason
 from ..trading.strategy import EqualWeight, SessionContext, Strategy, as_decision
 
@@ -176,7 +176,7 @@ def reset(self: PortfolioEnv, *, seed=None, options=None):
     self.t_end = self.t + self.episode_length
     self.drawdown = 0.0; self.n_refused = 0
     if self.engine_kind == "compiled":
-        obs = self._reset_compiled(); self.peak = float(self._acct[1])
+        obs = self._reset_compiled(); self.peak = self._eq = float(self._acct[1])
         return obs, dict(timestamp=self.stamps[self.t], equity=self.peak, state=STATES[self._ist[0]])
     self.engine = eng = Engine(self.symbols, self.settings, circuit_breakers=self.settings.rl.circuit_breakers)
     eng.on_bar(self.stamps[self.t], self.now[self.t], self.fill_px[self.t], self.C[self.t])
@@ -224,6 +224,7 @@ def _setup_compiled(self: PortfolioEnv):
     self._work, self._iwork, self._counts = np.empty((10, N)), np.zeros((2, N), np.int64), np.zeros((2, 15), np.int64)
     self._no_w = np.zeros(N)
     self._simplex = type(self)._weights is PortfolioEnv._weights  # the action map runs compiled inside the step
+    self._dtypes = (np.dtype(np.float32), np.dtype(np.float64)); self._penalty = (s.rl.turnover_penalty, s.rl.drawdown_penalty)
 
 @patch
 def _reset_compiled(self: PortfolioEnv):
@@ -245,10 +246,9 @@ def context(self: PortfolioEnv) -> SessionContext:
 
 @patch
 def _step_compiled(self: PortfolioEnv, action):
-    t, rl, n = self.t, self.settings.rl, len(self.symbols)
-    eq0 = float(self._acct[1])
+    t, n, eq0 = self.t, len(self.symbols), self._eq
     if self._simplex:  # the action itself goes to the kernel (simplex_kernel = simplex_weights)
-        a = action if type(action) is np.ndarray and action.ndim == 1 and action.dtype in (np.float32, np.float64) else \
+        a = action if type(action) is np.ndarray and action.ndim == 1 and action.dtype in self._dtypes else \
             np.asarray(action, dtype=float).reshape(-1)
         if a.shape != (n + 1,): raise ValueError(f"action has shape {a.shape}, expected ({n + 1},)")
         mode = 2
@@ -258,17 +258,17 @@ def _step_compiled(self: PortfolioEnv, action):
     obs, w, nbad, traded, nf, eq1, *q = step_kernel(t, mode, a, self._P, self._R, self.now, self._day, self._cfg,
                                                    self._restricted, self._book, self._acct, self._ist, *self._q, self._heads,
                                                    self._work, self._iwork, self._counts)
-    self._q = q; self.t = t = t + 1
-    alive = np.isfinite(eq1) and eq1 > 0
+    self._q = q; self.t = t = t + 1; self._eq = eq1; tp, dp = self._penalty
+    alive = math.isfinite(eq1) and eq1 > 0
     traded = traded / eq0 if nf else 0.0
     reward = float(np.log(eq1 / eq0)) if alive else -10.0
     self.peak = max(self.peak, eq1) if alive else self.peak
     dd = 1.0 - eq1 / self.peak if alive else 1.0
-    reward -= rl.turnover_penalty * traded + rl.drawdown_penalty * max(dd - self.drawdown, 0.0)
+    reward -= tp * traded + dp * max(dd - self.drawdown, 0.0)
     self.drawdown = dd; self.n_refused += nbad
     refused = {REASON_NAMES[i]: k for i, k in enumerate(self._counts[1].tolist()) if k} if nbad else {}
-    info = dict(timestamp=self.stamps[t], equity=eq1, turnover=traded, state=STATES[self._ist[0]], refused=refused,
-                n_refused=self.n_refused, weights=None if mode == 0 else w)
+    info = {"timestamp": self.stamps[t], "equity": eq1, "turnover": traded, "state": STATES[self._ist[0]], "refused": refused,
+            "n_refused": self.n_refused, "weights": None if mode == 0 else w}
     return obs, reward, not alive, t >= self.t_end, info
 
 # %% ../../nbs/rl/34_env.ipynb #4b99876b
