@@ -214,7 +214,7 @@ REASON_NAMES = [Reason(i).name for i in range(len(Reason))]
 @patch
 def _setup_compiled(self: PortfolioEnv):
     s, N = self.settings, len(self.symbols); r, c = s.risk, s.costs
-    self._P = np.stack([self.C.T, self.fill_px.T])  # (2, N, T) closes and fill prices, symbol-major as the backtest's kernel
+    self._P = np.stack([self.C, self.fill_px])  # (2, T, N) closes and fill prices (bar_step reads them through .T: (N, T))
     self._day = session_clock(self.ts)[1]
     self._R = scaled_log_returns(self.C, self.obs_spec.return_scale)
     self._cfg = np.concatenate([risk_limits(r), [c.slippage_bps, c.commission_bps, s.execution.min_order_notional,
@@ -231,7 +231,7 @@ def _reset_compiled(self: PortfolioEnv):
     t, cfg, sp = self.t, self._cfg, self.obs_spec
     self._book, self._acct, self._ist = new_book(len(self.symbols), float(self.settings.execution.initial_cash))
     self._q = (np.empty(64), np.empty(64, np.int64), np.empty(64)); self._heads = np.zeros(3, np.int64); self._counts[:] = 0
-    bar_step(self._P[0], self._P[1], True, t, self.now[t], self._day[t], cfg[9], cfg[10], bool(cfg[12]), int(cfg[13]), cfg[14],
+    bar_step(self._P[0].T, self._P[1].T, True, t, self.now[t], self._day[t], cfg[9], cfg[10], bool(cfg[12]), int(cfg[13]), cfg[14],
              cfg[15], self._book, self._acct, self._ist, self._work[:3])
     w_sum = held_weights(self._book, self._acct[1], self._work[9])
     return observation_kernel(self._R, t, sp.window, self._work[9], w_sum, self._ist[0], sp.obs_clip)

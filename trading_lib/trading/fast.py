@@ -439,13 +439,13 @@ def observation_kernel(R, t, window, w_held, w_sum, state, clip):
 def step_kernel(t, mode, a, P, R, now, day, cfg, restricted, book, acct, ist, q_t, q_s, q_q, heads, work, iwork, counts):
     """One environment step from session `t`: the decision (`mode` 0: none; 1: target weights `a` (N,); 2: an (N+1,)
     action `a` mapped by `simplex_kernel`) through `decide_step`, then `bar_step` at t+1, the held weights and the
-    observation. `P` (2, N, T): closes and fill prices; `R` (T, N) as `observation_kernel`; `now` (T,) seconds, `day`
+    observation. `P` (2, T, N): closes and fill prices, time-major (a session's prices are contiguous); `R` (T, N) as `observation_kernel`; `now` (T,) seconds, `day`
     (T,) day keys; `cfg` = (9 limits of `risk_limits`, slippage bps, commission bps, min order notional, breakers 0/1,
     breach state, daily loss limit, drawdown limit, has_open 0/1, window, clip). Scratch: `work` (10, N) float (row 9
     receives the held weights), `iwork` (2, N) int; `counts` (2, 15): refusals by `Reason`, accumulated (row 0) and of
     this step (row 1). Returns (observation (float32), the target weights (N,), refused orders, traded notional
     (currency), fills, equity after the bar, q_t, q_s, q_q)."""
-    N = P.shape[1]; w_held = work[9]; sc = counts[1]; code = iwork[1]
+    N = P.shape[2]; w_held = work[9]; sc = counts[1]; code = iwork[1]
     sc[:] = 0; nbad = 0
     if mode == 2: w = simplex_kernel(a, np.empty(N + 1))
     else: w = a.astype(np.float64)  # a copy: the weights of this decision
@@ -454,7 +454,7 @@ def step_kernel(t, mode, a, P, R, now, day, cfg, restricted, book, acct, ist, q_
                                        iwork[0], work[3], work[4], code, work[5:9], counts[0])
         for m in range(k):
             if code[m] != 0: sc[code[m]] += 1; nbad += 1
-    traded, com, nf, kind, val, old = bar_step(P[0], P[1], cfg[16] != 0, t + 1, now[t + 1], day[t + 1], cfg[9], cfg[10],
+    traded, com, nf, kind, val, old = bar_step(P[0].T, P[1].T, cfg[16] != 0, t + 1, now[t + 1], day[t + 1], cfg[9], cfg[10],
                                                cfg[12] != 0, int(cfg[13]), cfg[14], cfg[15], book, acct, ist, work[:3])
     s = held_weights(book, acct[1], w_held)
     obs = observation_kernel(R, t + 1, int(cfg[17]), w_held, s, ist[0], cfg[18])
