@@ -9,7 +9,7 @@
    first walk-forward fold of the embedded data (20 symbols).
 3. With `--walk-forward`: the out-of-sample figures of the agents and their ensemble over the walk-forward test
    windows from `--test-start` (trained per fold on its training rows only, selected on validation only), next to 1/N.
-Run: taskset -c 0 .venv/bin/python bench/rl.py [--steps 3000] [--fast-steps 30000] [--timesteps 5000] [--walk-forward --test-start 2018-01-01]
+Run: taskset -c 0 .venv/bin/python bench/rl.py [--steps 3000] [--fast-steps 30000] [--timesteps 5000] [--engine python] [--walk-forward --test-start 2018-01-01]
 """
 import argparse
 import time
@@ -31,9 +31,11 @@ ap.add_argument("--steps", type=int, default=3000); ap.add_argument("--fast-step
 ap.add_argument("--agents", default=",".join(ALGORITHMS)); ap.add_argument("--walk-forward", action="store_true")
 ap.add_argument("--test-start", default="2018-01-01"); ap.add_argument("--skip-train", action="store_true")
 ap.add_argument("--device", default="cpu"); ap.add_argument("--skip-env", action="store_true")
+ap.add_argument("--engine", default=None, help="rl.engine for training (2, 3): compiled | python (default: settings)")
 args = ap.parse_args()
 torch.set_num_threads(1)
 s = load_settings(environ={})
+s_train = s if args.engine is None else s.replace(rl__engine=args.engine)
 
 
 def synthetic(n_sym, n_days=2000, seed=0):
@@ -84,17 +86,17 @@ folds = walk_forward_folds(close.index, s.replace(walk_forward__test_start=pd.Ti
 agents = args.agents.split(",")
 if not args.skip_train:
     f = folds[0]
-    print(f"2. training wall time per fold on {args.device} ({close.shape[1]} symbols, fold 0: train {f.train_start.date()}.."
+    print(f"2. training wall time per fold on {args.device}, {s_train.rl.engine} engine ({close.shape[1]} symbols, fold 0: train {f.train_start.date()}.."
           f"{f.fit_end.date()}, {args.timesteps} steps, {s.rl.n_envs} envs)")
     for a in agents:
-        ag = train_agent(a, close, s, f.train_start, f.fit_end, seed=0, timesteps=args.timesteps, device=args.device)
+        ag = train_agent(a, close, s_train, f.train_start, f.fit_end, seed=0, timesteps=args.timesteps, device=args.device)
         print(f"  {a:4s}: {ag.train_seconds:7.1f} s  ({args.timesteps / ag.train_seconds:6.0f} steps/s incl. updates)")
 
 if args.walk_forward:
     print(f"3. walk-forward out of sample: {len(folds)} folds from {folds[0].test_start.date()} to {folds[-1].test_end.date()}, "
           f"{args.timesteps} steps per agent per fold, seeds {s.rl.seeds}, ensemble rule {s.rl.ensemble!r}")
     t0 = time.perf_counter()
-    wf = walk_forward_agents(close, folds, s, algorithms=agents, timesteps=args.timesteps, progress=True)
+    wf = walk_forward_agents(close, folds, s_train, algorithms=agents, timesteps=args.timesteps, progress=True)
     cols = ["cagr", "sharpe", "max_drawdown", "ann_vol", "turnover"]
     perf = pd.DataFrame(wf.performance).T
     print(perf[[c for c in cols if c in perf.columns] + ["n_orders"]].to_string(float_format=lambda x: f"{x:8.3f}"))
