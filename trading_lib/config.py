@@ -277,6 +277,9 @@ class RLSettings(_Section):
     turnover_penalty: float = Field(0.0, ge=0)  # reward −= turnover_penalty × traded notional / equity
     drawdown_penalty: float = Field(0.0, ge=0)  # reward −= drawdown_penalty × increase of the drawdown (fraction)
     circuit_breakers: bool = True  # daily-loss / drawdown breakers move the trading state inside the environment
+    # the environments' engine: compiled (trading.fast step kernels: the same fills, checks and breakers, tested equal)
+    # or python (trading.engine.Engine objects; the reference)
+    engine: Literal["compiled", "python"] = "compiled"
     agents: list[str] = ["ppo", "a2c", "sac", "dqn"]  # stable-baselines3 algorithms trained per walk-forward fold
     seeds: list[int] = [0]  # one agent per (algorithm, seed); every one counts as a trial
     timesteps: int = Field(20_000, ge=1)  # environment steps per agent per fold

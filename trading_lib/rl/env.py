@@ -5,6 +5,7 @@
 # %% ../../nbs/rl/34_env.ipynb #41f2480a
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -14,12 +15,14 @@ from gymnasium import spaces
 
 from ..config import Settings
 from ..trading.engine import Engine
+from ..trading.fast import bar_step, held_weights, new_book, observation_kernel, risk_limits, session_clock, step_kernel
 from ..trading.risk import Reason
-from ..trading.strategy import EqualWeight, Strategy, as_decision
+from ..trading.strategy import EqualWeight, SessionContext, Strategy, as_decision
 
 # %% auto #0
-__all__ = ['STATES', 'ObservationSpec', 'observation', 'simplex_weights', 'Cash', 'ConstantWeights', 'Momentum',
-           'default_candidates', 'action_weights', 'PortfolioEnv', 'CandidateEnv', 'make_env']
+__all__ = ['STATES', 'REASON_NAMES', 'ObservationSpec', 'observation', 'scaled_log_returns', 'simplex_weights', 'Cash',
+           'ConstantWeights', 'Momentum', 'default_candidates', 'action_weights', 'PortfolioEnv', 'CandidateEnv',
+           'make_env']
 
 # %% ../../nbs/rl/34_env.ipynb #1a9c8504
 STATES = ("ACTIVE", "REDUCING", "HALTED")
@@ -61,6 +64,17 @@ def observation(close: np.ndarray, weights, state: str, spec: ObservationSpec) -
     w = np.asarray(weights, dtype=float)
     out[W * N:(W + 1) * N] = w; out[(W + 1) * N] = 1.0 - w.sum(); out[(W + 1) * N + 1 + STATES.index(state)] = 1.0
     return np.clip(out, -spec.obs_clip, spec.obs_clip).astype(np.float32)
+
+# %% ../../nbs/rl/34_env.ipynb #1f236b9e
+def scaled_log_returns(close: np.ndarray, scale: float) -> np.ndarray:
+    """(T, N) returns of the observation for every session of `close` (T, N) closes: row k = log(c_k / c_{k-1}) × `scale`
+    where finite, else 0; row 0 = 0 (no previous close). Equal, element for element, to what `observation` computes."""
+    R = np.zeros(close.shape)
+    if len(close) > 1:
+        with np.errstate(invalid="ignore", divide="ignore"): r = np.log(close[1:] / close[:-1])
+        R[1:] = np.where(np.isfinite(r), r * scale, 0.0)
+    return R
+
 
 # %% ../../nbs/rl/34_env.ipynb #25e990af
 def simplex_weights(action, n: int) -> np.ndarray:
@@ -112,12 +126,13 @@ class PortfolioEnv(gym.Env):
     """Continuous-action environment over `close` (T, N) adjusted closes (UTC DatetimeIndex × symbols) between `start`
     and `end` (inclusive; default all). `open` (T, N): optional fill prices (default: closes). `episode_length`
     (steps; default `settings.rl.episode_length`, capped by the window). Raises ValueError on a window with fewer
-    than 2 sessions or misaligned `open`."""
+    than 2 sessions, misaligned `open` or an unknown `engine` ('compiled' | 'python'; default `settings.rl.engine`)."""
     metadata = {"render_modes": []}
     kind = "continuous"
+    needs_context = False  # whether `_weights` reads the SessionContext (built on demand by the compiled engine)
 
     def __init__(self, close: pd.DataFrame, settings: Settings, start=None, end=None, open: pd.DataFrame | None = None,
-                 episode_length: int | None = None, random_start: bool = True):
+                 episode_length: int | None = None, random_start: bool = True, engine: str | None = None):
         if not isinstance(close.index, pd.DatetimeIndex): raise ValueError("close must be indexed by a DatetimeIndex of sessions")
         if open is not None and (not open.index.equals(close.index) or list(open.columns) != list(close.columns)):
             raise ValueError("open must have exactly close's index and columns")
@@ -135,10 +150,13 @@ class PortfolioEnv(gym.Env):
         c = self.obs_spec.obs_clip
         self.observation_space = spaces.Box(-c, c, (self.obs_spec.size,), np.float32)
         self.action_space = self._action_space()
-        self.engine = None
+        self.engine = None; self._book = None
+        self.engine_kind = engine or settings.rl.engine
+        if self.engine_kind not in ("compiled", "python"): raise ValueError(f"unknown engine {self.engine_kind!r} (compiled | python)")
+        if self.engine_kind == "compiled": self._setup_compiled()
 
     def _action_space(self): return spaces.Box(-1.0, 1.0, (len(self.symbols) + 1,), np.float32)
-    def _weights(self, action, ctx): return action_weights("continuous", action, ctx)
+    def _weights(self, action, ctx): return simplex_weights(action, len(self.symbols))  # = action_weights("continuous", ...)
 
 # %% ../../nbs/rl/34_env.ipynb #ddcb4b8e
 from fastcore.basics import patch
@@ -156,14 +174,19 @@ def reset(self: PortfolioEnv, *, seed=None, options=None):
     n_starts = self.hi - 1 - self.episode_length - self.lo + 1
     self.t = self.lo + (int(self.np_random.integers(n_starts)) if self.random_start else 0)
     self.t_end = self.t + self.episode_length
+    self.drawdown = 0.0; self.n_refused = 0
+    if self.engine_kind == "compiled":
+        obs = self._reset_compiled(); self.peak = self._eq = float(self._acct[1])
+        return obs, dict(timestamp=self.stamps[self.t], equity=self.peak, state=STATES[self._ist[0]])
     self.engine = eng = Engine(self.symbols, self.settings, circuit_breakers=self.settings.rl.circuit_breakers)
     eng.on_bar(self.stamps[self.t], self.now[self.t], self.fill_px[self.t], self.C[self.t])
-    self.peak = eng.equity; self.drawdown = 0.0; self.n_refused = 0
+    self.peak = eng.equity
     return self._observe(), dict(timestamp=self.stamps[self.t], equity=eng.equity, state=eng.state.state.value)
 
 @patch
 def step(self: PortfolioEnv, action):
-    if self.engine is None: raise RuntimeError("step() before reset()")
+    if self.engine is None and self._book is None: raise RuntimeError("step() before reset()")
+    if self.engine_kind == "compiled": return self._step_compiled(action)
     eng, t, rl = self.engine, self.t, self.settings.rl
     eq0 = eng.equity
     w = self._weights(action, self.ctx)
@@ -185,10 +208,74 @@ def step(self: PortfolioEnv, action):
                 n_refused=self.n_refused, weights=w)
     return self._observe(), reward, not alive, t >= self.t_end, info
 
+# %% ../../nbs/rl/34_env.ipynb #7e62913f
+REASON_NAMES = [Reason(i).name for i in range(len(Reason))]
+
+@patch
+def _setup_compiled(self: PortfolioEnv):
+    s, N = self.settings, len(self.symbols); r, c = s.risk, s.costs
+    self._P = np.stack([self.C, self.fill_px])  # (2, T, N) closes and fill prices (bar_step reads them through .T: (N, T))
+    self._day = session_clock(self.ts)[1]
+    self._R = scaled_log_returns(self.C, self.obs_spec.return_scale)
+    self._cfg = np.concatenate([risk_limits(r), [c.slippage_bps, c.commission_bps, s.execution.min_order_notional,
+                                float(s.rl.circuit_breakers), 2.0 if r.breach_action == "halt" else 1.0, r.daily_loss_limit_pct,
+                                r.max_drawdown_pct, 1.0, self.obs_spec.window, self.obs_spec.obs_clip]])
+    self._restricted = np.array([x in set(r.restricted_symbols) for x in self.symbols], np.bool_)
+    self._work, self._iwork, self._counts = np.empty((10, N)), np.zeros((2, N), np.int64), np.zeros((2, 15), np.int64)
+    self._no_w = np.zeros(N)
+    self._simplex = type(self)._weights is PortfolioEnv._weights  # the action map runs compiled inside the step
+    self._dtypes = (np.dtype(np.float32), np.dtype(np.float64)); self._penalty = (s.rl.turnover_penalty, s.rl.drawdown_penalty)
+
+@patch
+def _reset_compiled(self: PortfolioEnv):
+    t, cfg, sp = self.t, self._cfg, self.obs_spec
+    self._book, self._acct, self._ist = new_book(len(self.symbols), float(self.settings.execution.initial_cash))
+    self._q = (np.empty(64), np.empty(64, np.int64), np.empty(64)); self._heads = np.zeros(3, np.int64); self._counts[:] = 0
+    bar_step(self._P[0].T, self._P[1].T, True, t, self.now[t], self._day[t], cfg[9], cfg[10], bool(cfg[12]), int(cfg[13]), cfg[14],
+             cfg[15], self._book, self._acct, self._ist, self._work[:3])
+    w_sum = held_weights(self._book, self._acct[1], self._work[9])
+    return observation_kernel(self._R, t, sp.window, self._work[9], w_sum, self._ist[0], sp.obs_clip)
+
+@patch
+def context(self: PortfolioEnv) -> SessionContext:
+    "The `SessionContext` of the current session (what a candidate strategy sees), from either engine."
+    if self.engine_kind == "python": return self.ctx
+    t = self.t; view = self.C[:t + 1].view(); view.flags.writeable = False
+    return SessionContext(t, self.stamps[t], self.symbols, view, self._book[0].copy(), self._work[9].copy(),
+                          float(self._acct[1]), STATES[self._ist[0]])
+
+@patch
+def _step_compiled(self: PortfolioEnv, action):
+    t, n, eq0 = self.t, len(self.symbols), self._eq
+    if self._simplex:  # the action itself goes to the kernel (simplex_kernel = simplex_weights)
+        a = action if type(action) is np.ndarray and action.ndim == 1 and action.dtype in self._dtypes else \
+            np.asarray(action, dtype=float).reshape(-1)
+        if a.shape != (n + 1,): raise ValueError(f"action has shape {a.shape}, expected ({n + 1},)")
+        mode = 2
+    else:
+        w = self._weights(action, self.context() if self.needs_context else None)
+        mode = 0 if w is None else 1; a = self._no_w if w is None else np.ascontiguousarray(w, dtype=float)
+    obs, w, nbad, traded, nf, eq1, *q = step_kernel(t, mode, a, self._P, self._R, self.now, self._day, self._cfg,
+                                                   self._restricted, self._book, self._acct, self._ist, *self._q, self._heads,
+                                                   self._work, self._iwork, self._counts)
+    self._q = q; self.t = t = t + 1; self._eq = eq1; tp, dp = self._penalty
+    alive = math.isfinite(eq1) and eq1 > 0
+    traded = traded / eq0 if nf else 0.0
+    reward = float(np.log(eq1 / eq0)) if alive else -10.0
+    self.peak = max(self.peak, eq1) if alive else self.peak
+    dd = 1.0 - eq1 / self.peak if alive else 1.0
+    reward -= tp * traded + dp * max(dd - self.drawdown, 0.0)
+    self.drawdown = dd; self.n_refused += nbad
+    refused = {REASON_NAMES[i]: k for i, k in enumerate(self._counts[1].tolist()) if k} if nbad else {}
+    info = {"timestamp": self.stamps[t], "equity": eq1, "turnover": traded, "state": STATES[self._ist[0]], "refused": refused,
+            "n_refused": self.n_refused, "weights": None if mode == 0 else w}
+    return obs, reward, not alive, t >= self.t_end, info
+
 # %% ../../nbs/rl/34_env.ipynb #4b99876b
 class CandidateEnv(PortfolioEnv):
     "Discrete-action variant of `PortfolioEnv`: `Discrete(k)` over `candidates` {name: Strategy} (see above)."
     kind = "discrete"
+    needs_context = True
     def __init__(self, close, settings, start=None, end=None, candidates: dict | None = None, **kw):
         self.candidates = dict(candidates or default_candidates(settings))
         if not self.candidates: raise ValueError("CandidateEnv needs at least one candidate strategy")

@@ -16,7 +16,9 @@ from .engine import BacktestResult, session_window
 from .risk import Reason, StateChange, TradingState
 
 # %% auto #0
-__all__ = ['pairwise_sum', 'check_orders', 'risk_limits', 'CompiledPreTradeRisk', 'backtest_kernel', 'run_backtest_fast']
+__all__ = ['pairwise_sum', 'check_orders', 'risk_limits', 'session_clock', 'CompiledPreTradeRisk', 'new_book', 'bar_step',
+           'decide_step', 'backtest_kernel', 'run_backtest_fast', 'held_weights', 'simplex_kernel',
+           'observation_kernel', 'step_kernel']
 
 # %% ../../nbs/trading/44_fast.ipynb #0f25ebd8
 @njit(cache=True)
@@ -180,8 +182,8 @@ def _writeable(a: np.ndarray) -> np.ndarray:
     except ValueError: v = a.copy()
     return v
 
-def _clock(ts):
-    "(now seconds (T,), day keys (T,)) as the engine computes them: `asi8 / 1e9` and the session's calendar date."
+def session_clock(ts) -> tuple[np.ndarray, np.ndarray]:
+    "(now seconds (T,) float, day keys (T,) int64) of a session index as the engine computes them: `asi8 / 1e9` and the session's calendar date."
     if isinstance(ts, pd.DatetimeIndex):
         return ts.asi8 / 1e9, ts.normalize().asi8.astype(np.int64)
     days = pd.factorize(pd.Index([pd.Timestamp(x).date() for x in ts]))[0].astype(np.int64)
@@ -216,96 +218,128 @@ class CompiledPreTradeRisk:
                                                     self.q_s, self.q_q, self.heads, code, np.empty((4, max(n, k))), remember)
         return code
 
+# %% ../../nbs/trading/44_fast.ipynb #2b2e0bbc
+def new_book(n: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "A fresh book of `n` symbols with `cash` (currency): (book (4, n), acct (5,), ist (3,) int64) as `bar_step` reads them."
+    book = np.zeros((4, n)); book[2] = np.nan; book[3] = -np.inf
+    acct = np.array([cash, cash, np.nan, np.nan, np.nan]); return book, acct, np.zeros(3, np.int64)
+
+@njit(cache=True)
+def bar_step(C, O, has_open, t, now_t, day_t, slip_bps, com_bps, breakers, breach, daily_limit, dd_limit, book, acct, ist, buf):
+    """`Engine.on_bar` at session `t` of `C`, `O` (N, T) closes and opens (opens used when `has_open`; an invalid open
+    fills at the close): fill the working orders with slippage and commission (bps), mark at the close (time `now_t`
+    seconds), update equity and the breakers (`day_t` day key; `breach` 1 REDUCING or 2 HALTED; a HALT cancels the
+    working orders). Updates `book`, `acct`, `ist` in place; `buf` (3, N) scratch. Returns (traded notional,
+    commission (currency), fills, state-change kind (-1 none, 0 equity not finite, 1 daily loss, 2 drawdown), its
+    value, the state before)."""
+    N = C.shape[0]
+    pos = book[0]; working = book[1]; last = book[2]; ptime = book[3]
+    bufa = buf[0]; bufb = buf[1]; bufc = buf[2]
+    nf = 0; traded = 0.0; com = 0.0
+    for i in range(N):
+        if working[i] != 0:
+            p = O[i, t] if has_open else C[i, t]
+            if not (np.isfinite(p) and p > 0): p = C[i, t]
+            if np.isfinite(p) and p > 0:
+                q = working[i]; f = p * (1 + _sign(q) * slip_bps / 1e4); qf = q * f
+                bufa[nf] = qf; bufc[nf] = abs(qf); bufb[nf] = abs(qf) * com_bps / 1e4
+                pos[i] += q; working[i] = 0.0; nf += 1
+    if nf:
+        sa = pairwise_sum(bufa, 0, nf); sb = pairwise_sum(bufb, 0, nf)
+        acct[0] -= sa + sb; traded = pairwise_sum(bufc, 0, nf); com = sb
+    nh = 0
+    for i in range(N):
+        c = C[i, t]
+        if np.isfinite(c) and c > 0: last[i] = c; ptime[i] = now_t
+        if pos[i] != 0: bufa[nh] = pos[i] * last[i]; nh += 1
+    equity = acct[0] + pairwise_sum(bufa, 0, nh); acct[1] = equity
+    state = ist[0]; kind = -1; val = equity
+    if breakers:  # TradingStateMachine.on_equity
+        if ist[1] == 0 or day_t != ist[2]:  # a new day starts from the previous finite mark
+            ist[1] = 1; ist[2] = day_t; acct[3] = acct[4] if np.isfinite(acct[4]) else equity
+        new = state
+        if not np.isfinite(equity): new = 2; kind = 0
+        else:
+            acct[4] = equity
+            acct[2] = equity if not np.isfinite(acct[2]) else max(acct[2], equity)
+            daily = equity / acct[3] - 1; dd = equity / acct[2] - 1
+            if state == 0 or (state == 1 and breach == 2):
+                if daily < -daily_limit: new = breach; kind = 1; val = daily
+                elif dd < -dd_limit: new = breach; kind = 2; val = dd
+        if new != state:
+            ist[0] = new
+            if new == 2: working[:] = 0.0
+    return traded, com, nf, kind, val, state
+
+@njit(cache=True)
+def decide_step(now_t, w, min_notional, lim, restricted, book, acct, ist, q_t, q_s, q_q, heads, idx, qraw, qchk, code, scratch, counts):
+    """`Engine.decide` of target weights `w` (N,) (NaN reads 0) at time `now_t` (seconds): size the orders as
+    `rebalance_orders` (skip below `min_notional`), check them with `check_orders` and add the accepted ones to the
+    working orders of `book`; refusals are counted in `counts` (15,) by `Reason`. Writes the k orders into `idx`,
+    `qraw` (signed shares), `qchk`, `code` (their `Reason`); returns (k, q_t, q_s, q_q) (the queue, grown if needed)."""
+    N = len(w); pos = book[0]; working = book[1]; last = book[2]; equity = acct[1]
+    k = 0
+    for i in range(N):
+        wi = _nan_to_num(w[i]); px = last[i]
+        desired = wi * equity / px if (np.isfinite(px) and px > 0) else np.nan
+        delta = desired - pos[i] - working[i]
+        if np.isnan(delta): want = (wi != 0) or (pos[i] != 0)
+        else: want = (delta != 0) and (abs(delta * px) >= min_notional)
+        if want: idx[k] = i; qraw[k] = delta; qchk[k] = _nan_to_num(delta); k += 1
+    if k == 0: return k, q_t, q_s, q_q
+    q_t, q_s, q_q = check_orders(now_t, idx, qchk, k, last, pos, working, book[3], equity, ist[0], restricted, lim,
+                                 q_t, q_s, q_q, heads, code, scratch, True)
+    for m in range(k):
+        c = code[m]
+        if c != 0: counts[c] += 1
+        else: working[idx[m]] += qraw[m]
+    return k, q_t, q_s, q_q
+
 # %% ../../nbs/trading/44_fast.ipynb #25c7e9f9
 @njit(cache=True)
 def backtest_kernel(C, O, has_open, W, decide, now, day, lo, hi, cash0, slip_bps, com_bps, min_notional, lim, restricted,  # noqa: C901 (the engine loop, compiled)
                     breakers, breach, daily_limit, dd_limit, weights, targets):
     """The loop of `run_backtest` over sessions `lo..hi-1` of `C` (N, T) closes, `O` (N, T) opens (used when
     `has_open`), `W` (N, T) target weights, `decide` (T,) bool (False: the column of W is all NaN, no decision),
-    `now` (T,) seconds, `day` (T,) int day keys. Input panels are symbol-major (the transpose of pandas' column-major
-    frames: no copy, one compiled signature). Writes `weights` (hi-lo, N) and the decisions' rows of `targets`
-    (hi-lo, N, prefilled with NaN), row-major; returns (equity, traded, commission, orders (j, sym, qty), counts of
-    each Reason, n_orders, n_fills, state changes (j, old, new, kind, value))."""
+    `now` (T,) seconds, `day` (T,) int day keys: `bar_step` then `decide_step` at each session. Input panels are
+    symbol-major (the transpose of pandas' column-major frames: no copy, one compiled signature). Writes `weights`
+    (hi-lo, N) and the decisions' rows of `targets` (hi-lo, N, prefilled with NaN), row-major; returns (equity, traded,
+    commission, orders (j, sym, qty), counts of each Reason, n_orders, n_fills, state changes (j, old, new, kind, value))."""
     N, T = C.shape; nT = hi - lo
-    pos = np.zeros(N); working = np.zeros(N); cash = cash0
-    last = np.full(N, np.nan); ptime = np.full(N, -np.inf); ffill = np.full(N, np.nan)
+    book = np.zeros((4, N)); book[2, :] = np.nan; book[3, :] = -np.inf; pos = book[0]
+    acct = np.full(5, np.nan); acct[0] = cash0; ist = np.zeros(3, np.int64)
+    ffill = np.full(N, np.nan); wbuf = np.empty(N)
     eq = np.empty(nT); traded = np.zeros(nT); com = np.zeros(nT)
-    bufa = np.empty(N); bufb = np.empty(N); bufc = np.empty(N)
-    idx = np.empty(N, np.int64); qraw = np.empty(N); qchk = np.empty(N); code = np.zeros(N, np.int64)
+    buf = np.empty((3, N)); idx = np.empty(N, np.int64); qraw = np.empty(N); qchk = np.empty(N); code = np.zeros(N, np.int64)
     scratch = np.empty((4, N))
     q_t = np.empty(64); q_s = np.empty(64, np.int64); q_q = np.empty(64); heads = np.zeros(3, np.int64)
     o_j = np.empty(1024, np.int64); o_s = np.empty(1024, np.int64); o_q = np.empty(1024); n_ord = 0
     counts = np.zeros(15, np.int64); n_fills = 0
     ev_j = np.empty(4, np.int64); ev_old = np.empty(4, np.int64); ev_new = np.empty(4, np.int64)
     ev_kind = np.empty(4, np.int64); ev_val = np.empty(4); n_ev = 0
-    state = 0; peak = np.nan; day_start = np.nan; last_eq = np.nan; have_day = False; cur_day = 0
     for t in range(lo):  # the weights' marking price is the last valid close, from the panel's first row
         for i in range(N):
             if not np.isnan(C[i, t]): ffill[i] = C[i, t]
     for t in range(lo, hi):
         j = t - lo
-        # fills of working orders at this bar (open if valid, else close), costs on each
-        nf = 0
+        tr, cm, nf, kind, val, old = bar_step(C, O, has_open, t, now[t], day[t], slip_bps, com_bps, breakers, breach,
+                                              daily_limit, dd_limit, book, acct, ist, buf)
+        if nf: traded[j] = tr; com[j] = cm; n_fills += nf
+        if ist[0] != old:
+            if n_ev == len(ev_j):
+                ev_j = _grow(ev_j, 0); ev_old = _grow(ev_old, 0); ev_new = _grow(ev_new, 0); ev_kind = _grow(ev_kind, 0); ev_val = _grow(ev_val, 0)
+            ev_j[n_ev] = j; ev_old[n_ev] = old; ev_new[n_ev] = ist[0]; ev_kind[n_ev] = kind; ev_val[n_ev] = val; n_ev += 1
+        equity = acct[1]; eq[j] = equity
         for i in range(N):
-            if working[i] != 0:
-                p = O[i, t] if has_open else C[i, t]
-                if not (np.isfinite(p) and p > 0): p = C[i, t]
-                if np.isfinite(p) and p > 0:
-                    q = working[i]; f = p * (1 + _sign(q) * slip_bps / 1e4); qf = q * f
-                    bufa[nf] = qf; bufc[nf] = abs(qf); bufb[nf] = abs(qf) * com_bps / 1e4
-                    pos[i] += q; working[i] = 0.0; nf += 1
-        if nf:
-            sa = pairwise_sum(bufa, 0, nf); sb = pairwise_sum(bufb, 0, nf)
-            cash -= sa + sb; traded[j] = pairwise_sum(bufc, 0, nf); com[j] = sb; n_fills += nf
-        # marks at the close, equity, breakers
-        nh = 0
-        for i in range(N):
-            c = C[i, t]
-            if np.isfinite(c) and c > 0: last[i] = c; ptime[i] = now[t]
-            if not np.isnan(c): ffill[i] = c
-            if pos[i] != 0: bufa[nh] = pos[i] * last[i]; nh += 1
-        equity = cash + pairwise_sum(bufa, 0, nh)
-        if breakers:
-            before = state
-            if not have_day or day[t] != cur_day:  # a new day starts from the previous finite mark
-                have_day = True; cur_day = day[t]; day_start = last_eq if np.isfinite(last_eq) else equity
-            kind = -1; val = equity; new = state
-            if not np.isfinite(equity): new = 2; kind = 0
-            else:
-                last_eq = equity
-                peak = equity if not np.isfinite(peak) else max(peak, equity)
-                daily = equity / day_start - 1; dd = equity / peak - 1
-                if state == 0 or (state == 1 and breach == 2):
-                    if daily < -daily_limit: new = breach; kind = 1; val = daily
-                    elif dd < -dd_limit: new = breach; kind = 2; val = dd
-            if new != state:
-                if n_ev == len(ev_j):
-                    ev_j = _grow(ev_j, 0); ev_old = _grow(ev_old, 0); ev_new = _grow(ev_new, 0); ev_kind = _grow(ev_kind, 0); ev_val = _grow(ev_val, 0)
-                ev_j[n_ev] = j; ev_old[n_ev] = state; ev_new[n_ev] = new; ev_kind[n_ev] = kind; ev_val[n_ev] = val; n_ev += 1
-                state = new
-            if state != before and state == 2: working[:] = 0.0
-        eq[j] = equity
-        for i in range(N):
-            v = pos[i] * ffill[i]
-            weights[j, i] = _nan_to_num(v) / equity
-        # decision: a row of NaN is no decision
-        if not decide[t]: continue
-        k = 0
-        for i in range(N):
-            w = _nan_to_num(W[i, t]); targets[j, i] = w; px = last[i]
-            desired = w * equity / px if (np.isfinite(px) and px > 0) else np.nan
-            delta = desired - pos[i] - working[i]
-            if np.isnan(delta): want = (w != 0) or (pos[i] != 0)
-            else: want = (delta != 0) and (abs(delta * px) >= min_notional)
-            if want: idx[k] = i; qraw[k] = delta; qchk[k] = _nan_to_num(delta); k += 1
-        if k == 0: continue
-        q_t, q_s, q_q = check_orders(now[t], idx, qchk, k, last, pos, working, ptime, equity, state, restricted, lim,
-                                     q_t, q_s, q_q, heads, code, scratch, True)
+            if not np.isnan(C[i, t]): ffill[i] = C[i, t]
+            weights[j, i] = _nan_to_num(pos[i] * ffill[i]) / equity
+        if not decide[t]: continue  # a column of NaN is no decision
+        for i in range(N): wbuf[i] = W[i, t]; targets[j, i] = _nan_to_num(W[i, t])
+        k, q_t, q_s, q_q = decide_step(now[t], wbuf, min_notional, lim, restricted, book, acct, ist, q_t, q_s, q_q, heads,
+                                       idx, qraw, qchk, code, scratch, counts)
         for m in range(k):
-            c = code[m]
-            if c != 0: counts[c] += 1; continue
+            if code[m] != 0: continue
             if n_ord == len(o_j): o_j = _grow(o_j, 0); o_s = _grow(o_s, 0); o_q = _grow(o_q, 0)
-            working[idx[m]] += qraw[m]
             o_j[n_ord] = j; o_s[n_ord] = idx[m]; o_q[n_ord] = qraw[m]; n_ord += 1
     return (eq, traded, com, o_j[:n_ord].copy(), o_s[:n_ord].copy(), o_q[:n_ord].copy(), counts, n_ord, n_fills,
             ev_j[:n_ev].copy(), ev_old[:n_ev].copy(), ev_new[:n_ev].copy(), ev_kind[:n_ev].copy(), ev_val[:n_ev].copy())
@@ -325,7 +359,7 @@ def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Setti
         t, i = np.argwhere(bad)[0]
         raise ValueError(f"target weight of {close.columns[i]} on {close.index[t]} is {W[t, i]} (must be finite or NaN)")
     t0 = time.perf_counter()
-    ts = close.index; now, day = _clock(ts)
+    ts = close.index; now, day = session_clock(ts)
     if len(now) > 1 and (np.diff(now) < 0).any(): raise ValueError(f"sessions must be in time order (at {ts[int(np.argmax(np.diff(now) < 0)) + 1]})")
     lo, hi = session_window(ts, start, end)
     hi = max(hi, lo)
@@ -351,3 +385,73 @@ def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Setti
                           pd.Series(traded, index=ix), pd.Series(com, index=ix), int(n_ord), int(n_fills),
                           {Reason(k).name: int(n) for k, n in enumerate(counts.tolist()) if n}, changes,
                           time.perf_counter() - t0, pd.DataFrame(tgt, index=ix, columns=close.columns, copy=False), orders)
+
+# %% ../../nbs/trading/44_fast.ipynb #e39e1ca6
+@njit(cache=True)
+def held_weights(book, equity, out):
+    """Held weights into `out` (N,): position × last price / `equity` where a position is held, else 0; NaN → 0 and
+    ±inf → ±max float (as `Engine.context`). Returns their sum in NumPy's (pairwise) order."""
+    pos = book[0]; last = book[2]
+    for i in range(len(out)): out[i] = _nan_to_num(pos[i] * last[i] / equity) if pos[i] != 0 else 0.0
+    return pairwise_sum(out, 0, len(out))
+
+@njit(cache=True)
+def simplex_kernel(a, x):
+    """`rl.env.simplex_weights` compiled: (N,) long-only weights from an (N+1,) action `a` (last entry = cash), x = (clip(a,
+    −1, 1) + 1) / 2, w = x[:N] / Σx (Σx in NumPy's order; Σx ≤ 0 or NaN → all cash). `x` (N+1,) scratch."""
+    n = len(a) - 1
+    for i in range(n + 1):
+        v = np.float64(a[i])
+        if v < -1.0: v = -1.0
+        elif v > 1.0: v = 1.0
+        x[i] = (v + 1.0) / 2.0
+    s = pairwise_sum(x, 0, n + 1); w = np.zeros(n)
+    if s > 0:
+        for i in range(n): w[i] = x[i] / s
+    return w
+
+@njit(cache=True)
+def _clip(x, c):
+    if x < -c: return -c
+    if x > c: return c
+    return x  # NaN passes, as np.clip
+
+@njit(cache=True)
+def observation_kernel(R, t, window, w_held, w_sum, state, clip):
+    """`rl.env.observation` at session `t` from `R` (T, N) scaled log returns of every session (`rl.env.scaled_log_returns`;
+    row 0 = 0), the held weights `w_held` (N,) and their sum `w_sum`, `state` 0 ACTIVE / 1 REDUCING / 2 HALTED and the
+    bound `clip`: (N(window+1)+4,) float32 = window × N returns (rows before the first session read 0), N weights,
+    1 − w_sum, the one-hot state, each clipped to ±clip."""
+    N = R.shape[1]; W = window; out = np.empty(N * (W + 1) + 4, np.float32)
+    for m in range(W):
+        k = t - W + 1 + m
+        for i in range(N): out[m * N + i] = _clip(R[k, i], clip) if k >= 1 else 0.0
+    for i in range(N): out[W * N + i] = _clip(w_held[i], clip)
+    out[(W + 1) * N] = _clip(1.0 - w_sum, clip)
+    for s in range(3): out[(W + 1) * N + 1 + s] = _clip(1.0 if s == state else 0.0, clip)
+    return out
+
+@njit(cache=True)
+def step_kernel(t, mode, a, P, R, now, day, cfg, restricted, book, acct, ist, q_t, q_s, q_q, heads, work, iwork, counts):
+    """One environment step from session `t`: the decision (`mode` 0: none; 1: target weights `a` (N,); 2: an (N+1,)
+    action `a` mapped by `simplex_kernel`) through `decide_step`, then `bar_step` at t+1, the held weights and the
+    observation. `P` (2, T, N): closes and fill prices, time-major (a session's prices are contiguous); `R` (T, N) as `observation_kernel`; `now` (T,) seconds, `day`
+    (T,) day keys; `cfg` = (9 limits of `risk_limits`, slippage bps, commission bps, min order notional, breakers 0/1,
+    breach state, daily loss limit, drawdown limit, has_open 0/1, window, clip). Scratch: `work` (10, N) float (row 9
+    receives the held weights), `iwork` (2, N) int; `counts` (2, 15): refusals by `Reason`, accumulated (row 0) and of
+    this step (row 1). Returns (observation (float32), the target weights (N,), refused orders, traded notional
+    (currency), fills, equity after the bar, q_t, q_s, q_q)."""
+    N = P.shape[2]; w_held = work[9]; sc = counts[1]; code = iwork[1]
+    sc[:] = 0; nbad = 0
+    if mode == 2: w = simplex_kernel(a, np.empty(N + 1))
+    else: w = a.astype(np.float64)  # a copy: the weights of this decision
+    if mode != 0:
+        k, q_t, q_s, q_q = decide_step(now[t], w, cfg[11], cfg[:9], restricted, book, acct, ist, q_t, q_s, q_q, heads,
+                                       iwork[0], work[3], work[4], code, work[5:9], counts[0])
+        for m in range(k):
+            if code[m] != 0: sc[code[m]] += 1; nbad += 1
+    traded, com, nf, kind, val, old = bar_step(P[0].T, P[1].T, cfg[16] != 0, t + 1, now[t + 1], day[t + 1], cfg[9], cfg[10],
+                                               cfg[12] != 0, int(cfg[13]), cfg[14], cfg[15], book, acct, ist, work[:3])
+    s = held_weights(book, acct[1], w_held)
+    obs = observation_kernel(R, t + 1, int(cfg[17]), w_held, s, ist[0], cfg[18])
+    return obs, w, nbad, traded, nf, acct[1], q_t, q_s, q_q
