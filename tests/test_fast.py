@@ -170,3 +170,19 @@ def test_net_exposure():
     same(a, b)
     assert b.refusals == {"NET_EXPOSURE": 4}
     assert b.orders["symbol"].tolist()[:2] == ["A", "D"]  # day 0: A passes, B and C would take the net past 40 %, D passes
+
+
+def test_clock_does_not_depend_on_the_index_unit():
+    """pandas may build microsecond indexes (`pd.date_range(..., unit="us")`): the engine's clock (seconds since the
+    epoch) must read the same, or every time window (stale price, duplicates, rate) is mis-scaled 1,000-fold."""
+    close, W, opn, s, breakers, start = make_case(7)
+    s = s.replace(risk__max_price_age_seconds=3_600.0, risk__duplicate_window_seconds=864_000.0)
+    c_ns, w_ns = close.set_axis(close.index.as_unit("ns")), W.set_axis(close.index.as_unit("ns"))
+    ref = run_backtest(c_ns, w_ns, s, circuit_breakers=breakers)
+    cu, wu = close.set_axis(close.index.as_unit("us")), W.set_axis(close.index.as_unit("us"))
+    assert cu.index.asi8[1] - cu.index.asi8[0] != c_ns.index.asi8[1] - c_ns.index.asi8[0]  # really another unit
+    assert sum(ref.refusals.values()) > 0
+    for run in (run_backtest, run_backtest_fast):
+        got = run(cu, wu, s, circuit_breakers=breakers)
+        assert got.refusals == ref.refusals and got.n_orders == ref.n_orders, (run.__name__, got.refusals, ref.refusals)
+        np.testing.assert_allclose(got.equity.to_numpy(), ref.equity.to_numpy(), rtol=1e-12)

@@ -287,7 +287,7 @@ def validate_bars(bars: pd.DataFrame, max_gap_sessions: int = 5, max_abs_return:
                       split_tolerance=split_tolerance, max_frozen_sessions=max_frozen_sessions, session_stamp=session_stamp)
     n = len(bars)
     if n == 0: return bars, ValidationReport(0, 0, 0, None, None, thresholds)
-    t_ns = np.asarray(bars.index.levels[0].asi8)[np.asarray(bars.index.codes[0])]
+    t_ns = np.asarray(bars.index.levels[0].as_unit("ns").asi8)[np.asarray(bars.index.codes[0])]
     s_code, syms = _sym_rank(bars.index)
     dt, ds = np.diff(t_ns), np.diff(s_code)
     nxt = np.concatenate([[False], (dt == 0) & (ds == 0)])
@@ -314,7 +314,7 @@ def validate_bars(bars: pd.DataFrame, max_gap_sessions: int = 5, max_abs_return:
     if repair == "ffill":
         bars, repairs = _repair_ffill(bars, s_code, t_idx, sessions, syms, max_repair_sessions)
         if repairs:
-            t_ns = np.asarray(bars.index.levels[0].asi8)[np.asarray(bars.index.codes[0])]
+            t_ns = np.asarray(bars.index.levels[0].as_unit("ns").asi8)[np.asarray(bars.index.codes[0])]
             s_code, syms = _sym_rank(bars.index); n = len(bars)
             t_idx = np.concatenate([[0], np.cumsum(np.diff(t_ns) != 0)])
     N = len(syms)

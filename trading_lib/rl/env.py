@@ -139,7 +139,7 @@ class PortfolioEnv(gym.Env):
         self.settings, self.symbols, self.ts = settings, list(close.columns), close.index
         self.C = close.to_numpy(dtype=float); O = self.C if open is None else open.to_numpy(dtype=float)
         self.fill_px = np.where(np.isfinite(O) & (O > 0), O, self.C)
-        self.now = self.ts.asi8 / 1e9; self.stamps = list(self.ts)   # list indexing: ~10x faster than the index's
+        self.now = self.ts.as_unit("ns").asi8 / 1e9; self.stamps = list(self.ts)   # list indexing: ~10x faster than the index's
         at = lambda d: pd.Timestamp(d).tz_localize(self.ts.tz) if self.ts.tz is not None and pd.Timestamp(d).tz is None else pd.Timestamp(d)
         self.lo = 0 if start is None else int(self.ts.searchsorted(at(start)))
         self.hi = len(self.ts) if end is None else int(self.ts.searchsorted(at(end), side="right"))

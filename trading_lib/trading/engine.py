@@ -190,7 +190,7 @@ def run_backtest(close: pd.DataFrame, strategy: Strategy | pd.DataFrame, setting
     t0 = time.perf_counter()
     eng = Engine(close.columns, settings, circuit_breakers=circuit_breakers, strategy=strategy)
     C = close.to_numpy(dtype=float); O = C if open is None else open.to_numpy(dtype=float)
-    ts = close.index; now = ts.asi8 / 1e9 if isinstance(ts, pd.DatetimeIndex) else np.arange(len(ts), dtype=float) * 86400
+    ts = close.index; now = ts.as_unit("ns").asi8 / 1e9 if isinstance(ts, pd.DatetimeIndex) else np.arange(len(ts), dtype=float) * 86400
     lo, hi = session_window(ts, start, end)
     strategy.prepare(list(close.columns), ts)
     T, N = hi - lo, C.shape[1]

@@ -185,6 +185,7 @@ def _writeable(a: np.ndarray) -> np.ndarray:
 def session_clock(ts) -> tuple[np.ndarray, np.ndarray]:
     "(now seconds (T,) float, day keys (T,) int64) of a session index as the engine computes them: `asi8 / 1e9` and the session's calendar date."
     if isinstance(ts, pd.DatetimeIndex):
+        ts = ts.as_unit("ns")  # pandas may build µs indexes: seconds must not depend on the unit
         return ts.asi8 / 1e9, ts.normalize().asi8.astype(np.int64)
     days = pd.factorize(pd.Index([pd.Timestamp(x).date() for x in ts]))[0].astype(np.int64)
     return np.arange(len(ts), dtype=float) * 86400, days
