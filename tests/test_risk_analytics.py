@@ -1,7 +1,6 @@
 """Portfolio optimisation and risk analytics against reference implementations (skfolio, arch, scipy closed forms),
-no look-ahead, and the timing of an 18-year weekly HRP backtest."""
+no look-ahead, and a weekly HRP backtest through the engine (its 18-year timing: bench/risk.py)."""
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -40,15 +39,17 @@ def test_hrp_matches_skfolio_direct(close):
         np.testing.assert_allclose(W.loc[d].to_numpy(), ref, atol=1e-12)
 
 
-def test_hrp_18_year_weekly_backtest_under_60s(close):
+def test_hrp_weekly_backtest_through_the_engine(close):
+    "Three years of weekly HRP decisions through the engine (history before the start feeds the covariance); the 18-year timing is in bench/risk.py."
     S = load_settings(environ={}).replace(portfolio__method="hrp")
-    C = close.loc["2005":"2022"]
+    C = close.loc["2020":"2022"]
     scores = pd.DataFrame(0.0, index=C.index, columns=C.columns)
-    t0 = time.perf_counter()
-    bt = run_backtest(close, ScoreStrategy(scores, S), S, start=C.index[0], end=C.index[-1])  # history before 2005 feeds the covariance
-    secs = time.perf_counter() - t0
-    assert bt.targets.notna().all(axis=1).sum() > 900 and bt.n_fills > 0
-    assert secs < 60, f"HRP weekly backtest 2005-2022 took {secs:.1f} s"
+    bt = run_backtest(close, ScoreStrategy(scores, S), S, start=C.index[0], end=C.index[-1])
+    dec = bt.targets.notna().all(axis=1)
+    assert 150 <= dec.sum() <= 160 and bt.n_fills > 0  # one decision a week
+    W = bt.targets[dec]
+    np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-9)
+    assert (W.to_numpy() >= -1e-12).all() and W.to_numpy().max() <= S.portfolio.max_weight + 1e-9
 
 
 @pytest.mark.parametrize("method,vol", [("mean_variance", False), ("hrp", True), ("topk", True)])
