@@ -124,3 +124,13 @@ def test_every_saved_model_loads_in_a_fresh_process_that_imports_only_the_regist
     r = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(r.stdout.split("\n")) > len(ZOO)
+
+
+def test_the_cli_starts_without_torch_or_lightgbm():
+    """`trading-lib audit verify`, `kill`, `approvals` … answer in about 2 s: importing the command table must not pull
+    in torch, LightGBM or scikit-learn (≈ 5 s more per call); the commands that need them import them when they run."""
+    import subprocess
+    import sys
+    code = "import sys, trading_lib.cli; print(sorted(m for m in ('torch', 'lightgbm', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"importing trading_lib.cli imports {out}"

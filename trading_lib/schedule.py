@@ -154,10 +154,6 @@ def planned_at(entry: Entry, settings: Settings, now=None) -> pd.Timestamp:
     return p[p.run_at <= now].run_at.iloc[-1]
 
 # %% ../nbs/32_schedule.ipynb #a1b2c3d5
-from .models.registry import ModelRegistry
-from .research.retrain import act_on_drift, monitor_model
-
-
 def add_monitor_args(p):
     "Arguments of `trading-lib monitor`."
     p.add_argument("--model", action="append", default=None, help="model name (repeatable; default: settings models.names)")
@@ -172,7 +168,9 @@ def monitor_handler(a) -> int:
     from trading_lib.jobs import run_job
     from trading_lib.live.alerts import Alerter
     from trading_lib.live.audit import Ledger
+    from trading_lib.models.registry import ModelRegistry  # torch and LightGBM: imported by the command, not by the CLI
     from trading_lib.research.pipeline import build_dataset
+    from trading_lib.research.retrain import act_on_drift, monitor_model
     settings = load_settings(); root = project_root()
     reg = ModelRegistry(a.registry or root / "runs" / "registry")
     names = [n for n in (a.model or settings.models.names) if "champion" in reg.aliases(n)]
