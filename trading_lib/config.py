@@ -20,8 +20,8 @@ __all__ = ['PARAMETER_KEYS', 'DataSettings', 'UniverseSettings', 'FeatureSetting
            'PortfolioSettings', 'CostSettings', 'RiskSettings', 'ExecutionSettings', 'StrategySettings',
            'ApprovalSettings', 'BrokerSettings', 'RedisSettings', 'MetricsSettings', 'AlertSettings',
            'DashboardSettings', 'is_loopback', 'DriftSettings', 'RetrainSettings', 'TrackingSettings',
-           'ScheduleSettings', 'RLSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError', 'project_root',
-           'check_run_id', 'load_settings']
+           'ScheduleSettings', 'RLSettings', 'ResearchSettings', 'Settings', 'Secrets', 'load_secrets', 'SettingsError',
+           'project_root', 'check_run_id', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #2166ee6b
 class _Section(BaseModel):
@@ -86,6 +86,12 @@ class ModelSettings(_Section):
     lstm_hidden: int = Field(16, ge=1)
     lstm_epochs: int = Field(4, ge=1)
     lstm_batch_size: int = Field(512, ge=1)
+    lstm_lr: float = Field(1e-3, gt=0)  # Adam learning rate of the LSTM (peak rate under the one-cycle schedule)
+    lstm_patience: int = Field(3, ge=1)  # epochs without a lower validation loss before the LSTM stops
+    # LSTM input scaling: global (each feature standardised with the training mean/sd) | cross_section (each feature
+    # z-scored across the symbols of its own date first, from that date's rows only, then standardised)
+    lstm_inputs: Literal["global", "cross_section"] = "global"
+    lstm_schedule: Literal["constant", "onecycle"] = "constant"  # learning-rate schedule over the epochs
     # model zoo (trading_lib.models.zoo): the window models (gru, cnn_lstm, transformer, tft) share lstm_lookback and
     # lstm_batch_size, so the walk-forward's history margin covers all of them
     zoo_hidden: int = Field(16, ge=1)  # hidden units / model width of gru, cnn_lstm, transformer, tft, gat
@@ -124,10 +130,13 @@ class WalkForwardSettings(_Section):
     retrain_months: int = Field(12, ge=1)
     embargo_days: int = Field(60, ge=0)  # trading days between the last training label and the test window
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
+    # after early stopping chose the size on the validation slice, refit each model on the fold's training and
+    # validation rows together at that size (same seed), so it has seen data up to the embargo
+    refit: bool = False
 
 class PortfolioSettings(_Section):
     "Forecasts → target weights (see `portfolio` and `optimisation`)."
-    method: Literal["topk", "rank", "mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting"] = "topk"
+    method: Literal["topk", "rank", "tilt", "mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting"] = "topk"
     top_k: int = Field(5, ge=1)
     signal_horizon: int = 20
     max_weight: float = Field(0.25, gt=0, le=1)
@@ -140,6 +149,10 @@ class PortfolioSettings(_Section):
     target_vol: float = Field(0.10, gt=0)  # annualised volatility, fraction
     _f = field_validator("max_weight", "target_vol")(_fraction)
     vol_window: int = Field(500, ge=100)  # trailing daily returns for the GARCH fit of the portfolio
+    # tilt: 1/N plus an active tilt ∝ the score's cross-sectional rank, scaled to this ex-ante tracking error against
+    # 1/N (annualised, fraction; Ledoit-Wolf covariance of the last cov_window daily returns)
+    tracking_error_target: float = Field(0.03, gt=0, le=1)
+    max_active_beta: float = Field(0.0, ge=-1, le=1)  # tilt: ex-ante beta of the tilt against 1/N is at most this
 
 class CostSettings(_Section):
     commission_bps: float = Field(1.0, ge=0)  # per unit notional traded, basis points
@@ -289,6 +302,15 @@ class RLSettings(_Section):
     _s = field_validator("seeds", mode="before")(lambda v: [int(x) for x in _csv(v)])
 
 # %% ../nbs/00_config.ipynb #a468572c
+class ResearchSettings(_Section):
+    """How the backtest job chooses its headline (`research.backtest.select_headline`): every candidate (each model
+    and their ensemble × each construction) is compared on its out-of-sample results up to `selection_end` only; the
+    best active Sharpe ratio against 1/N becomes the headline, whose results after `selection_end` are held out."""
+    selection_end: date | None = None  # last session of the selection period (empty = no selection: the settings' own)
+    constructions: list[str] = ["topk", "tilt"]  # portfolio methods tried by the selection
+    _c = field_validator("constructions", mode="before")(_csv)
+    _d = field_validator("selection_end", mode="before")(_optional_date)
+
 class Settings(_Section):
     "All runtime settings; build it with `load_settings`."
     data: DataSettings = DataSettings()
@@ -312,6 +334,7 @@ class Settings(_Section):
     retrain: RetrainSettings = RetrainSettings()
     tracking: TrackingSettings = TrackingSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    research: ResearchSettings = ResearchSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -374,6 +397,9 @@ PARAMETER_KEYS = {  # short names of the scheduled jobs' parameters → the sett
     "method": "portfolio__method", "top_k": "portfolio__top_k", "max_weight": "portfolio__max_weight",
     "rebalance": "portfolio__rebalance", "signal_horizon": "portfolio__signal_horizon",
     "commission_bps": "costs__commission_bps", "slippage_bps": "costs__slippage_bps",
+    "refit": "walk_forward__refit", "lstm_inputs": "models__lstm_inputs", "lstm_lr": "models__lstm_lr",
+    "lstm_schedule": "models__lstm_schedule", "tracking_error_target": "portfolio__tracking_error_target",
+    "selection_end": "research__selection_end",
 }
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -165,6 +165,9 @@ class Forecaster:
         self.feature_names_, self.horizons_ = list(X.columns), list(hs)
         self._fit(X, Y, Xv, Yv)
         self.fitted_ = True
+        if (fixed := getattr(self, "_fixed_calibration", None)) is not None:  # a refit keeps its parent's confidence map
+            self.calibration_ = {int(h): dict(c) for h, c in fixed.items()}; del self._fixed_calibration
+            return self
         Pv = self._predict_valid(X, Xv) if Xv is not None else np.full((0, len(hs)), np.nan)
         Yv = Yv if Yv is not None else Pv
         n_cal = (np.isfinite(Pv) & np.isfinite(Yv)).sum(0)
@@ -172,6 +175,23 @@ class Forecaster:
         self.calibration_ = {h: fit_confidence(Pv[:, j], Yv[:, j], None if Ptr is None else Ptr[:, j], self.min_calibration_rows)
                              for j, h in enumerate(hs)}
         return self
+
+    def sized_params(self) -> dict:
+        """Constructor overrides that fix this fitted model's size at what early stopping chose on the validation slice
+        (boosting rounds per horizon, epochs). NotImplementedError for a model without an early-stopped size."""
+        raise NotImplementedError(f"{self.name}: refit is not supported ({type(self).__name__} has no early-stopped size)")
+
+    def refit(self, features: pd.DataFrame, labels: pd.DataFrame) -> "Forecaster":
+        """A new forecaster of the same class and parameters, at the size early stopping chose in this fit
+        (`sized_params()`), with the same seed, fitted on `features` / `labels` without a validation slice — in the
+        walk-forward, the fold's training and validation rows together, so that the model has seen data up to the
+        embargo. The confidence map is this fit's (isotonic on this fit's validation predictions): the refit model has
+        trained on those rows, so no held-out rows are left to calibrate it afresh. RuntimeError before `fit`;
+        NotImplementedError for a model without an early-stopped size."""
+        if not getattr(self, "fitted_", False): raise RuntimeError(f"{self.name}: refit() before fit()")
+        new = type(self)(**{**self.get_params(), **self.sized_params()})
+        new._fixed_calibration = self.calibration_
+        return new.fit(features, labels)
 
     @property
     def calibrated(self) -> dict[int, bool]:
@@ -240,23 +260,27 @@ class Forecaster:
 class LightGBMForecaster(Forecaster):
     """Gradient-boosted trees, one `LGBMRegressor` per horizon. Features may be NaN (handled natively by LightGBM).
     Params: n_estimators, learning_rate, num_leaves, min_child_samples, early_stopping_rounds (used when a
-    validation slice is given), n_jobs, extra (any other LightGBM parameter, plain values)."""
+    validation slice is given), n_jobs, extra (any other LightGBM parameter, plain values), n_estimators_by_horizon
+    ({horizon: rounds}: fit that horizon with exactly that many rounds and no early stopping — what `refit` uses)."""
     name = "lightgbm"
 
     def __init__(self, horizons=None, n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
                  min_child_samples: int = 20, early_stopping_rounds: int = 20, n_jobs: int = 1, seed: int = 42,
-                 extra: dict | None = None, **kw):
+                 extra: dict | None = None, n_estimators_by_horizon: dict | None = None, **kw):
         super().__init__(horizons, seed, **kw)
         self.n_estimators, self.learning_rate, self.num_leaves = int(n_estimators), float(learning_rate), int(num_leaves)
+        self.n_estimators_by_horizon = None if n_estimators_by_horizon is None else {int(h): int(n) for h, n in n_estimators_by_horizon.items()}
         self.min_child_samples, self.early_stopping_rounds, self.n_jobs = int(min_child_samples), int(early_stopping_rounds), int(n_jobs)
         self.extra = dict(extra or {})
 
     def get_params(self):
         return {**super().get_params(), **{k: getattr(self, k) for k in ("n_estimators", "learning_rate", "num_leaves",
-                "min_child_samples", "early_stopping_rounds", "n_jobs", "extra")}}
+                "min_child_samples", "early_stopping_rounds", "n_jobs", "extra", "n_estimators_by_horizon")}}
 
-    def _regressor(self):
-        return lgb.LGBMRegressor(n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+    def sized_params(self): return {"n_estimators_by_horizon": dict(self.best_iteration_)}
+
+    def _regressor(self, n_estimators=None):
+        return lgb.LGBMRegressor(n_estimators=n_estimators or self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
                                  min_child_samples=self.min_child_samples, random_state=self.seed, n_jobs=self.n_jobs,
                                  deterministic=True, force_row_wise=True, verbose=-1, **self.extra)
 
@@ -265,10 +289,10 @@ class LightGBMForecaster(Forecaster):
         self.boosters_, self.best_iteration_ = {}, {}
         for j, h in enumerate(self.horizons_):
             m = np.isfinite(Y[:, j])
-            kw = {}
-            if xv is not None and (mv := np.isfinite(Yv[:, j])).any():
+            kw, fixed = {}, (self.n_estimators_by_horizon or {}).get(h)
+            if fixed is None and xv is not None and (mv := np.isfinite(Yv[:, j])).any():
                 kw = dict(eval_X=(xv[mv],), eval_y=(Yv[mv, j],), callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
-            reg = self._regressor().fit(x[m], Y[m, j], **kw)
+            reg = self._regressor(fixed).fit(x[m], Y[m, j], **kw)
             best = int(reg.best_iteration_ or reg.n_estimators)
             self.best_iteration_[h] = best
             self.boosters_[h] = lgb.Booster(model_str=reg.booster_.model_to_string(num_iteration=best))
@@ -342,7 +366,8 @@ def _state_equal(a: dict, b: dict) -> bool:
 
 def train_loop(net: nn.Module, n_items: int, fetch, loss_fn, valid_loss=None, *, epochs: int, batch_size: int,
                lr: float, patience: int, device: torch.device, seed: int, progress: bool = True, desc: str = "train",
-               checkpoint_dir: str | Path | None = None, keep: int = 3, weight_decay: float = 0.0) -> dict:
+               checkpoint_dir: str | Path | None = None, keep: int = 3, weight_decay: float = 0.0,
+               schedule: str = "constant", run_epochs: int | None = None) -> dict:
     """The one training loop of the torch forecasters. Each epoch shuffles the item numbers 0..n_items−1 with a
     generator seeded by `seed`, feeds mini-batches `fetch(items) -> (inputs tuple, targets)` (tensors on `device`)
     through `net`, minimises `loss_fn(outputs, targets)` with Adam (`lr`, `weight_decay`), then evaluates
@@ -352,15 +377,21 @@ def train_loop(net: nn.Module, n_items: int, fetch, loss_fn, valid_loss=None, *,
     are loaded back into `net`. With `checkpoint_dir`, the state of every epoch that enters the best `keep` by
     validation loss is written to `checkpoint_dir/{desc}-epoch{NNNN}.pt`, **read back and compared tensor by tensor**,
     and only then is the checkpoint that dropped out of the best `keep` deleted (a failed check raises RuntimeError
-    and deletes nothing). Returns {"history": [{epoch, train_loss, valid_loss?}], "best_epoch", "checkpoints":
+    and deletes nothing). `schedule`: 'constant' (rate `lr`) or 'onecycle' (`torch.optim.lr_scheduler.OneCycleLR`
+    over `epochs` × batches, stepped per batch: warm-up to `lr`, then cosine decay; Smith & Topin 2019,
+    https://arxiv.org/abs/1708.07120). `run_epochs`: stop after this many epochs (the schedule still spans `epochs`;
+    a refit at an early-stopped size). Returns {"history": [{epoch, train_loss, valid_loss?}], "best_epoch", "checkpoints":
     [paths of the kept checkpoints, best first]}."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    if schedule not in ("constant", "onecycle"): raise ValueError(f"unknown schedule {schedule!r} (expected constant or onecycle)")
+    n_batches = max(math.ceil(n_items / batch_size), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * n_batches) if schedule == "onecycle" else None
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    history, best, best_epoch, bad, best_state, kept = [], math.inf, epochs - 1, 0, None, []
+    history, best, best_epoch, bad, best_state, kept = [], math.inf, min(epochs, run_epochs or epochs) - 1, 0, None, []
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckdir is not None: ckdir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(range(epochs), desc=f"{desc} epochs", disable=not progress, leave=False)
+    bar = tqdm(range(min(epochs, run_epochs or epochs)), desc=f"{desc} epochs", disable=not progress, leave=False)
     for ep in bar:
         net.train(); tot = 0.0
         order = torch.randperm(n_items, generator=gen).numpy()
@@ -370,6 +401,7 @@ def train_loop(net: nn.Module, n_items: int, fetch, loss_fn, valid_loss=None, *,
             with torch.autocast(**amp): out = net(*inputs)
             loss = loss_fn(out.float(), yb)
             opt.zero_grad(); loss.backward(); opt.step(); tot += loss.item() * len(b)
+            if sched is not None: sched.step()
         rec = {"epoch": ep, "train_loss": tot / max(n_items, 1)}
         if valid_loss is not None:
             net.eval()
@@ -405,18 +437,22 @@ class WindowForecaster(Forecaster):
     known labels) and `_outputs_to_point(out)` (standardised outputs → (n, n_horizons) point forecasts).
     Params: lookback (rows), hidden (units), num_layers, dropout, epochs, batch_size, lr (Adam), weight_decay,
     patience (epochs without validation improvement before stopping), device ('auto'|'cpu'|'cuda'), progress (tqdm
-    bar), checkpoint_dir (None: best weights kept in memory only), keep_checkpoints (best-k kept on disk).
+    bar), checkpoint_dir (None: best weights kept in memory only), keep_checkpoints (best-k kept on disk),
+    inputs ('global': each feature standardised with its training mean/sd; 'cross_section': each feature that varies
+    across symbols is first z-scored across the symbols of its own date, from that date's rows only, then standardised),
+    schedule ('constant' | 'onecycle', see `train_loop`), run_epochs (stop after this many of `epochs`; set by `refit`).
     `predict` forecasts every row whose window is complete within the frame passed (not the first lookback−1 rows
     of each symbol there)."""
     name = "window"
     seed_dependent = True
     _PARAMS = ("lookback", "hidden", "num_layers", "dropout", "epochs", "batch_size", "lr", "weight_decay", "patience",
-               "device", "progress", "checkpoint_dir", "keep_checkpoints")
+               "device", "progress", "checkpoint_dir", "keep_checkpoints", "inputs", "schedule", "run_epochs")
 
     def __init__(self, horizons=None, lookback: int = 20, hidden: int = 16, num_layers: int = 1, dropout: float = 0.0,
                  epochs: int = 4, batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
                  device: str = "auto", seed: int = 42, progress: bool = True, checkpoint_dir: str | None = None,
-                 keep_checkpoints: int = 3, **kw):
+                 keep_checkpoints: int = 3, inputs: str = "global", schedule: str = "constant", run_epochs: int | None = None,
+                 **kw):
         super().__init__(horizons, seed, **kw)
         if lookback < 1 or hidden < 1 or epochs < 1 or batch_size < 1 or keep_checkpoints < 1:
             raise ValueError("lookback, hidden, epochs, batch_size, keep_checkpoints must be >= 1")
@@ -426,9 +462,16 @@ class WindowForecaster(Forecaster):
         self.patience, self.device, self.progress = int(patience), device, bool(progress)
         self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
         self.keep_checkpoints = int(keep_checkpoints)
+        if inputs not in ("global", "cross_section"): raise ValueError(f"inputs must be 'global' or 'cross_section', got {inputs!r}")
+        if schedule not in ("constant", "onecycle"): raise ValueError(f"schedule must be 'constant' or 'onecycle', got {schedule!r}")
+        self.inputs, self.schedule = inputs, schedule
+        self.run_epochs = None if run_epochs is None else int(run_epochs)
+        self.cs_cols_ = []
 
     def get_params(self):
         return {**super().get_params(), **{k: getattr(self, k) for k in self._PARAMS}}
+
+    def sized_params(self): return {"run_epochs": int(self.best_epoch_) + 1}
 
     # ---- hooks ----------------------------------------------------------------------------------------------------
     def _build_net(self, n_features: int, n_out: int) -> nn.Module: raise NotImplementedError
@@ -437,6 +480,20 @@ class WindowForecaster(Forecaster):
     def _outputs_to_point(self, out: np.ndarray) -> np.ndarray: return out
 
     # ---- data -----------------------------------------------------------------------------------------------------
+    def _cross_section(self, X: pd.DataFrame) -> np.ndarray:
+        "(n, n_features) float64 rows of `X`; with inputs='cross_section', columns `cs_cols_` z-scored within each date."
+        x = X.to_numpy(dtype="float64", copy=True)
+        if self.inputs != "cross_section" or not self.cs_cols_: return x
+        j = [X.columns.get_loc(c) for c in self.cs_cols_]
+        ts = X.index.get_level_values("timestamp")
+        sub = pd.DataFrame(x[:, j], index=ts)
+        g = sub.groupby(level=0)
+        mu, m2 = g.transform("mean").to_numpy(), (sub ** 2).groupby(level=0).transform("mean").to_numpy()
+        sd = np.sqrt(np.maximum(m2 - mu ** 2, 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x[:, j] = np.where(sd > 1e-12, (x[:, j] - mu) / sd, np.where(np.isnan(x[:, j]), np.nan, 0.0))
+        return x
+
     def _standardise(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         z = (x - self.x_mean_) / self.x_std_
         nan = np.isnan(z)
@@ -445,7 +502,7 @@ class WindowForecaster(Forecaster):
     def _windows(self, X: pd.DataFrame):
         "(windows view, ends, perm, n NaN filled) for a checked features frame, rows in (symbol, time) order."
         perm, codes = _symbol_major(X.index)
-        z, n_nan = self._standardise(X.to_numpy()[perm])
+        z, n_nan = self._standardise(self._cross_section(X)[perm])
         w, ends = lookback_windows(z, codes, self.lookback)
         return w, ends, perm, n_nan
 
@@ -467,8 +524,14 @@ class WindowForecaster(Forecaster):
 
     def standardise_rows(self, x: np.ndarray) -> np.ndarray:
         """Network input rows (n, n_features) float32 for raw feature rows `x` (n, n_features) in `feature_names_`
-        order: standardised with the training mean/std, NaN → 0 — exactly what `predict` feeds the net."""
-        return self._standardise(np.asarray(x, dtype="float64"))[0]
+        order: standardised with the training mean/std, NaN → 0 — exactly what `predict` feeds the net. With
+        inputs='cross_section' the rows must be one date's cross-section (they are z-scored across the rows first)."""
+        x = np.asarray(x, dtype="float64")
+        if self.inputs == "cross_section" and self.cs_cols_:
+            ix = pd.MultiIndex.from_arrays([pd.DatetimeIndex([pd.Timestamp(0, tz="UTC")] * len(x)), np.arange(len(x))],
+                                           names=["timestamp", "symbol"])
+            x = self._cross_section(pd.DataFrame(x, index=ix, columns=self.feature_names_))
+        return self._standardise(x)[0]
 
     def predict_windows(self, z: np.ndarray) -> np.ndarray:
         """Point forecasts (n, n_horizons) for standardised windows `z` (n, lookback, n_features) float32 (rows from
@@ -482,7 +545,11 @@ class WindowForecaster(Forecaster):
 
     # ---- fit / predict ----------------------------------------------------------------------------------------------
     def _fit(self, X, Y, Xv, Yv):
-        x = X.to_numpy()
+        self.cs_cols_ = []
+        if self.inputs == "cross_section":  # features that vary across the symbols of a date (not the market's own)
+            sd = X.groupby(level="timestamp").std(ddof=0).max()
+            self.cs_cols_ = [c for c in X.columns if sd[c] > 1e-12]
+        x = self._cross_section(X)
         self.x_mean_ = np.nanmean(x, axis=0) if len(x) else None
         if np.isnan(self.x_mean_).any():
             raise ValueError(f"features: all training values NaN in {[c for c, m in zip(X.columns, self.x_mean_) if np.isnan(m)]}")
@@ -508,7 +575,7 @@ class WindowForecaster(Forecaster):
         res = train_loop(self.net_, len(ends), fetch, self._loss, valid_loss, epochs=self.epochs, batch_size=self.batch_size,
                          lr=self.lr, patience=self.patience, device=self.device_, seed=self.seed, progress=self.progress,
                          desc=self.name, checkpoint_dir=self.checkpoint_dir, keep=self.keep_checkpoints,
-                         weight_decay=self.weight_decay)
+                         weight_decay=self.weight_decay, schedule=self.schedule, run_epochs=self.run_epochs)
         self.history_, self.best_epoch_, self.checkpoints_ = res["history"], res["best_epoch"], res["checkpoints"]
 
     def _predict_matrix(self, X, start=None):
@@ -535,7 +602,7 @@ class WindowForecaster(Forecaster):
     def _get_state(self):
         return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}, "n_features": len(self.feature_names_),
                 **{k: torch.from_numpy(np.asarray(getattr(self, k), dtype=np.float64)) for k in ("x_mean_", "x_std_", "y_mean_", "y_std_")},
-                "nan_filled": int(self.nan_filled_), "best_epoch": int(self.best_epoch_)}
+                "nan_filled": int(self.nan_filled_), "best_epoch": int(self.best_epoch_), "cs_cols": list(self.cs_cols_)}
 
     def _set_state(self, s):
         for k in ("x_mean_", "x_std_", "y_mean_", "y_std_"): setattr(self, k, s[k].numpy())
@@ -543,6 +610,7 @@ class WindowForecaster(Forecaster):
         self.net_ = self._build_net(int(s["n_features"]), self._n_out())
         self.net_.load_state_dict(s["net"]); self.net_.to(self.device_).eval()
         self.nan_filled_, self.best_epoch_ = s["nan_filled"], s["best_epoch"]
+        self.cs_cols_ = list(s.get("cs_cols", []))
 
 class _LSTMNet(nn.Module):
     def __init__(self, n_features, hidden, n_out, num_layers=1, dropout=0.0):

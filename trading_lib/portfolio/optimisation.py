@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['OPTIMISED_METHODS', 'ForecastMu', 'make_optimiser', 'optimise_window', 'optimised_weights', 'vol_target',
-           'weights_for_settings']
+           'weights_for_settings', 'tilt_weights']
 
 # %% ../../nbs/portfolio/10_optimisation.ipynb #540d59fb
 OPTIMISED_METHODS = ("mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting")
@@ -137,3 +137,46 @@ def weights_for_settings(close: pd.DataFrame, decision_dates, settings, expected
     if p.vol_target_enabled:
         W, _ = vol_target(W, close, p.target_vol, settings.risk.max_gross_exposure, settings.risk.max_position_weight, p.vol_window)
     return W
+
+# %% ../../nbs/portfolio/10_optimisation.ipynb #4c9a54cd
+def tilt_weights(scores: np.ndarray, returns: np.ndarray, tracking_error: float, max_active_beta: float = 0.0,
+                 max_weight: float = 1.0, valid: np.ndarray | None = None, min_window: int = 20) -> tuple[np.ndarray, dict]:
+    """Long-only weights (N,) = 1/N over the `valid` symbols + an active tilt ∝ the centred rank of `scores` (N,)
+    (higher = more attractive; NaN = no view: no tilt), scaled to the ex-ante annualised tracking error
+    `tracking_error` (fraction) against 1/N, active beta ≤ `max_active_beta`, every weight in [0, max_weight]; sums to
+    1 (when N·max_weight ≥ 1). `returns` (W, N) trailing daily simple returns up to the decision (NaN allowed: a symbol
+    without `min_window` complete rows gets no tilt). Σ: Ledoit-Wolf (sklearn). With fewer than 2 symbols to tilt the
+    weights are 1/N. Returns (weights, info: n_tilted, ex_ante_te, active_beta, scale). Source: Grinold & Kahn,
+    Active Portfolio Management (2nd ed. 2000), ch. 10 (alpha ∝ score) and 14 (active risk, active beta)."""
+    from sklearn.covariance import LedoitWolf
+    s = np.asarray(scores, float); R = np.asarray(returns, float); N = len(s)
+    if R.ndim != 2 or R.shape[1] != N: raise ValueError(f"tilt_weights: returns must be (W, {N}), got {R.shape}")
+    if tracking_error <= 0: raise ValueError(f"tilt_weights: tracking_error must be > 0, got {tracking_error}")
+    ok = np.ones(N, bool) if valid is None else np.asarray(valid, bool)
+    if not ok.any(): raise ValueError("tilt_weights: no valid symbol")
+    b = np.where(ok, min(1.0 / ok.sum(), max_weight), 0.0)
+    full = np.isfinite(R).sum(axis=0) >= min_window
+    tilt = ok & np.isfinite(s) & full
+    info = dict(n_tilted=int(tilt.sum()), ex_ante_te=0.0, active_beta=0.0, scale=0.0)
+    if tilt.sum() < 2: return b, info
+    Rt = R[:, tilt]; keep = np.isfinite(Rt).all(axis=1); Rt = Rt[keep]
+    if len(Rt) < min_window: return b, info
+    rb = np.nanmean(np.where(np.isfinite(R[keep][:, ok]), R[keep][:, ok], np.nan), axis=1)   # 1/N daily return
+    S = LedoitWolf().fit(Rt).covariance_
+    beta = ((Rt - Rt.mean(0)) * (rb - rb.mean())[:, None]).mean(0) / max(rb.var(), 1e-18)
+    r = pd.Series(s[tilt]).rank(method="average").to_numpy(); d = r - r.mean()
+    if not np.any(d): return b, info
+    te = lambda a: float(np.sqrt(max(252.0 * a @ S @ a, 0.0)))
+    a = d * tracking_error / te(d)
+    bc = beta - beta.mean()
+    if a @ beta > max_active_beta and bc @ bc > 0:  # remove the part of the beta above the cap, keeping Σa = 0
+        a = a - (a @ beta - max_active_beta) / (bc @ beta) * bc
+        if te(a) > 0: a = a * tracking_error / te(a)                   # back to the budget ...
+        if a @ beta > max_active_beta > 0: a = a * max_active_beta / (a @ beta)   # ... unless that breaks the cap
+    bt = b[tilt]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(a > 0, (max_weight - bt) / a, np.where(a < 0, bt / -a, np.inf))
+    c = min(float(room.min()), 1.0); a = a * max(c, 0.0)
+    w = b.copy(); w[tilt] = np.clip(bt + a, 0.0, max_weight)
+    info.update(ex_ante_te=te(a), active_beta=float(a @ beta), scale=float(max(c, 0.0)))
+    return w, info

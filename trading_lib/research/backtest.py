@@ -72,6 +72,9 @@ class WalkForwardResult:
     excluded_features: dict = field(default_factory=dict)  # fold test_start -> features left out (coverage too low)
     # each seed's own forecasts of the seed-dependent models fitted with n_seeds > 1 (column `seed` added), else None
     seed_forecasts: pd.DataFrame | None = None
+    # one record per fit: fold test_start, model, seed, the size early stopping chose (best_iteration / best_epoch,
+    # 0-based) and whether the forecasting model was refit on training + validation rows at that size
+    fits: list = field(default_factory=list)
 
 def seed_mean(forecasts: list[pd.DataFrame]) -> pd.DataFrame:
     """The mean of several seeds' forecasts of one model (long frames with FORECAST_COLUMNS and `seed`): prediction and
@@ -100,13 +103,17 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     (listed in `excluded_features`), e.g. the VIX before the period its data covers. A seed-dependent model (a neural
     network: `Forecaster.seed_dependent`) is fitted `settings.models.n_seeds` times per fold, with seeds seed, seed+1, …;
     its forecast is the mean of their predictions and confidences, and each seed's own forecasts are kept in
-    `seed_forecasts` (for the spread across seeds)."""
+    `seed_forecasts` (for the spread across seeds). With `walk_forward.refit`, each model, once early stopping has
+    chosen its size on the validation slice, is refit at that size (`Forecaster.refit`, same seed) on every row from
+    the fold's start to `train_end` (training, purge gap and validation rows), so it has seen data up to the embargo;
+    the test window, the purge before validation and the embargo are unchanged."""
     from trading_lib.models.factory import make_forecaster
     models = list(models or settings.models.names)
     dates = features.index.get_level_values("timestamp").unique().sort_values()
     folds = walk_forward_folds(dates, settings)
     lookback = settings.models.lstm_lookback
-    out, by_seed, timings, excluded = [], [], {m: 0.0 for m in models}, {}
+    out, by_seed, timings, excluded, fits = [], [], {m: 0.0 for m in models}, {}, []
+    refit = settings.walk_forward.refit
     bar = tqdm(total=len(folds) * len(models), desc="walk-forward", disable=not progress)
     for f in folds:
         Xf, yf = _rows(features, f.train_start, f.fit_end), _rows(labels, f.train_start, f.fit_end)
@@ -119,6 +126,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
         if len(cols) < len(features.columns):
             excluded[str(f.test_start.date())] = [c for c in features.columns if c not in cols]
             Xf, Xv, Xt = Xf[cols], Xv[cols], Xt[cols]
+        Xa, ya = (_rows(features[cols], f.train_start, f.train_end), _rows(labels, f.train_start, f.train_end)) if refit else (None, None)
         for m in models:
             t0 = time.perf_counter()
             model = make_forecaster(m, settings.models, settings.models.horizons)
@@ -128,7 +136,9 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
                 if sd != settings.models.seed:
                     model = make_forecaster(m, settings.models.model_copy(update={"seed": sd}), settings.models.horizons)
                 model.fit(Xf, yf, valid_features=Xv, valid_labels=yv)
-                fc = model.predict(Xt)
+                fits.append(dict(test_start=str(f.test_start.date()), model=m, seed=sd, refit=refit,
+                                 best_epoch=getattr(model, "best_epoch_", None), best_iteration=getattr(model, "best_iteration_", None)))
+                fc = (model.refit(Xa, ya) if refit else model).predict(Xt)
                 fcs.append(fc[(fc["timestamp"] >= f.test_start) & (fc["timestamp"] <= f.test_end)].assign(seed=sd))
             if len(fcs) > 1:
                 by_seed.extend(fcs)
@@ -139,7 +149,8 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     bar.close()
     fc = pd.concat(out, ignore_index=True).sort_values(["model", "horizon", "timestamp", "symbol"], ignore_index=True)
     sf = pd.concat(by_seed, ignore_index=True) if by_seed else None
-    return WalkForwardResult(fc, folds, timings, n_configurations=len(models), excluded_features=excluded, seed_forecasts=sf)
+    return WalkForwardResult(fc, folds, timings, n_configurations=len(models), excluded_features=excluded, seed_forecasts=sf,
+                             fits=fits)
 
 # %% ../../nbs/research/17_backtest.ipynb #00984fc8
 def equal_weight_targets(close: pd.DataFrame, freq: str = "M") -> pd.DataFrame:
