@@ -2,6 +2,7 @@
 forecast up to that date is unchanged (while later ones do change, so the test can fail)."""
 import numpy as np
 import pandas as pd
+import pytest
 
 from trading_lib.config import load_settings
 from trading_lib.data.sources import EmbeddedSource, validate_bars
@@ -27,9 +28,13 @@ def _pipeline(bars, bench, settings):
     return feats, wf.forecasts
 
 
-def test_features_and_forecasts_do_not_see_the_future():
+@pytest.mark.parametrize("refit", [False, True], ids=["fit", "refit"])
+def test_features_and_forecasts_do_not_see_the_future(refit):
+    """With refit, each fold's models are refit on training + validation rows up to train_end (the embargo): the
+    forecasts up to the cut must still ignore every price after it."""
     s = load_settings(environ={}).replace(models__lstm_epochs=1, models__lgbm_n_estimators=30,
-                                          walk_forward__test_start="2010-01-01", walk_forward__retrain_months=12)
+                                          walk_forward__test_start="2010-01-01", walk_forward__retrain_months=12,
+                                          walk_forward__refit=refit, **({"models__n_seeds": 1} if refit else {}))
     src = EmbeddedSource()
     bars = src.bars(["AAPL", "JPM", "KO", "XOM"], "2002-01-01", "2012-12-31")
     bench = src.series("SP500")

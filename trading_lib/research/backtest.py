@@ -28,7 +28,8 @@ __all__ = ['TRACKING_GAP_THRESHOLD', 'TRIALS_FILE', 'FORECAST_SETTING_SECTIONS',
            'run_metadata', 'summary_table', 'tracking_gap', 'refusal_report', 'significance_report', 'frame_hash',
            'trial_record', 'append_trials', 'load_trials', 'trial_statistics', 'momentum_scores', 'inverse_vol_targets',
            'baseline_targets', 'fast_returns', 'random_null', 'forecast_settings_of', 'forecast_settings_from_run',
-           'baseline_runs', 'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines']
+           'baseline_runs', 'trial_records', 'tracking_report', 'tie_report', 'research_summary_lines', 'period_stats',
+           'headline_candidates', 'select_headline', 'selection_lines']
 
 # %% ../../nbs/research/17_backtest.ipynb #c4177949
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def config_hash(d: dict) -> str:
 def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame, labels: pd.DataFrame, settings: Settings,
              data_hash: str = "", runs_dir: Path | None = None, progress: bool = False, methods: list[str] | None = None,
              risk: bool = True, forecast_settings: dict | None = None, ledger: str | Path | None = None,
-             null_panels: int = 200, baselines: bool = True) -> tuple[dict, pd.DataFrame]:
+             null_panels: int = 200, baselines: bool = True, strategy_models: list[str] | None = None) -> tuple[dict, pd.DataFrame]:
     """Backtest the ensemble strategy, each model's portfolio, 1/N (monthly), S&P 500 buy-and-hold and (with
     `baselines`) 12-1 momentum top-k and inverse volatility over the sessions covered by `forecasts`. `close` (T, N)
     adjusted closes (history before the forecasts feeds the covariance of the optimised methods and the baselines'
@@ -191,7 +192,8 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
     `forecast_settings_from_run`; default: `settings`' own, labelled so). `ledger`: the trial ledger (JSON lines) this
     run's trials are appended to and the DSR's N and Sharpe variance are read from (None: this run's trials plus the
     configurations of earlier runs under `runs_dir`). `null_panels`: random-score books in the null distribution
-    (0 = none). Returns (metrics dict, equity DataFrame with columns strategy, model:<name>..., method:<m>..., 1/N,
+    (0 = none). `strategy_models`: the models of the `strategy` run (default all; e.g. the choice of `select_headline`).
+    Returns (metrics dict, equity DataFrame with columns strategy, model:<name>..., method:<m>..., 1/N,
     baseline:..., S&P 500 — each starting at initial cash)."""
     from trading_lib.analytics import metrics as M
     from trading_lib.trading.strategy import EqualWeight, ForecastStrategy
@@ -200,7 +202,7 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
     C = close[close.index >= start]
     models = sorted(forecasts["model"].unique())
     results, strategies = {}, {}
-    runs = {"strategy": models, **{f"model:{m}": [m] for m in models}}
+    runs = {"strategy": sorted(strategy_models) if strategy_models else models, **{f"model:{m}": [m] for m in models}}
     extra = [m for m in (methods or []) if m != settings.portfolio.method]
     with warnings.catch_warnings():  # flat forecasts warn per session: counted once per run in `tie_report` instead
         warnings.simplefilter("ignore", TieWarning)
@@ -251,8 +253,10 @@ def evaluate(close: pd.DataFrame, benchmark: pd.Series, forecasts: pd.DataFrame,
                             test_end=str(C.index[-1].date()), n_sessions=len(C), symbols=list(C.columns),
                             portfolio_method=settings.portfolio.method, compared_methods=extra, forecast_settings=fs,
                             trial_ledger=str(ledger) if ledger is not None else None))
-    if null_panels > 0:
+    if null_panels > 0 and settings.portfolio.method == "topk":  # the null's books are random-score top-k books
         metrics["random_null"] = random_null(C, targets["strategy"], settings, n=null_panels, seed=settings.models.seed)
+    elif null_panels > 0:
+        metrics["random_null_note"] = f"not computed: the random-score null is built for top-k books, the strategy is {settings.portfolio.method}"
     if risk:
         from trading_lib.analytics.risk_analytics import risk_report
         metrics["risk"] = {k: risk_report(results[k].returns, results[k].weights.iloc[-1], close, benchmark, plot=False,
@@ -576,6 +580,7 @@ def research_summary_lines(metrics: dict) -> list[str]:
         L += ["", f"Random-score null ({n['n']} books, the strategy's top-k and turnover {n['strategy_turnover']:.3f}/decision): "
                   f"strategy Sharpe {f3(n['strategy_sharpe_fast'])} (fast path) at percentile {n['percentile']:.1f}; "
                   f"null median {f3(q['q50'])}, 5–95% [{f3(q['q05'])}, {f3(q['q95'])}]"]
+    if metrics.get("random_null_note"): L += ["", f"Random-score null: {metrics['random_null_note']}"]
     tr = metrics.get("tracking")
     if tr:
         g = tr["by_run"].get("strategy")
@@ -592,4 +597,79 @@ def research_summary_lines(metrics: dict) -> list[str]:
     if ties: L += ["Decision dates with a tie at the top-k boundary (shared neutrally): " + ", ".join(f"{k} {v:.1%}" for k, v in ties.items())]
     fs = metrics.get("run", {}).get("forecast_settings")
     if fs: L += [f"Forecasts made with the settings of: {fs.get('source')}"]
+    if metrics.get("selection"): L += selection_lines(metrics["selection"])
+    return L
+
+# %% ../../nbs/research/17_backtest.ipynb #3ff5965f
+def period_stats(returns: pd.Series, equal_weight: pd.Series) -> dict:
+    """Daily simple `returns` against 1/N's (`equal_weight`, same index): n_days, sharpe, active_return (annualised mean
+    of r − r_1/N), tracking_error (annualised sd of it), active_sharpe (= information ratio, their ratio), beta (of r on
+    r_1/N). NaN where undefined (fewer than 2 days)."""
+    from trading_lib.analytics import metrics as M
+    a = returns - equal_weight; n = len(returns)
+    if n < 2: return dict(n_days=n, sharpe=np.nan, active_return=np.nan, tracking_error=np.nan, active_sharpe=np.nan, beta=np.nan)
+    vb = float(equal_weight.var(ddof=1))
+    return dict(n_days=n, sharpe=M.sharpe_ratio(returns), active_return=float(a.mean() * M.TRADING_DAYS),
+                tracking_error=M.ann_vol(a), active_sharpe=M.sharpe_ratio(a),
+                beta=float(returns.cov(equal_weight) / vb) if vb > 0 else np.nan)
+
+def headline_candidates(models: list[str], constructions: list[str]) -> list[dict]:
+    "Candidates {name, models, method}: each model alone and (with several) the ensemble of all, × each construction."
+    groups = [[m] for m in sorted(models)] + ([sorted(models)] if len(models) > 1 else [])
+    return [dict(name=f"{'+'.join(g) if len(g) == 1 else 'ensemble'}|{c}", models=g, method=c) for g in groups for c in constructions]
+
+def select_headline(close: pd.DataFrame, forecasts: pd.DataFrame, settings: Settings, data_hash: str = "",
+                    forecast_settings: dict | None = None, ledger: str | Path | None = None, progress: bool = False) -> dict:
+    """Choose the headline configuration on validation data only (see above). `close` (T, N) adjusted closes (history
+    before the forecasts feeds look-backs); `forecasts`: the train run's long table; `settings.research.selection_end`
+    (required) ends the selection period, `settings.research.constructions` lists the portfolio methods tried.
+    Each candidate runs through the engine from the first forecast to the last session; the criterion is its active
+    Sharpe ratio against 1/N (monthly) on sessions ≤ selection_end. Appends one ledger record per candidate (a trial;
+    with `selection` = criterion, selection_end, value, chosen) to `ledger` (None: none). Returns dict(criterion,
+    selection_end, chosen, chosen_models, chosen_method, candidates: [{name, models, method, selection, held_out,
+    full} with `period_stats` of each period]). ValueError without selection_end or when it leaves no session on
+    either side."""
+    from trading_lib.trading.strategy import EqualWeight, ForecastStrategy
+    end = settings.research.selection_end
+    if end is None: raise ValueError("select_headline needs research.selection_end (the last session of the selection period)")
+    start = forecasts["timestamp"].min(); h = settings.portfolio.signal_horizon
+    C = close[close.index >= start]; cut = pd.Timestamp(end, tz=C.index.tz) + pd.Timedelta(hours=23, minutes=59)
+    sel, held = C.index <= cut, C.index > cut
+    if not sel.any() or not held.any():
+        raise ValueError(f"research.selection_end={end} leaves no session in the selection period or none held out "
+                         f"(forecasts {C.index[0].date()} → {C.index[-1].date()})")
+    ew = run_backtest(close, EqualWeight("M"), settings, start=start).returns
+    cands = headline_candidates(sorted(forecasts["model"].unique()), list(settings.research.constructions))
+    fs = {k: v for k, v in (forecast_settings or forecast_settings_of(settings)).items() if k not in ("source", "code_version")}
+    fh = frame_hash(forecasts.sort_values(["model", "horizon", "timestamp", "symbol"]).reset_index(drop=True))
+    records = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TieWarning)
+        for c in cands:
+            r = run_backtest(close, ForecastStrategy(forecasts, settings, models=c["models"], method=c["method"], horizon=h),
+                             settings, progress=progress, start=start).returns
+            c.update(selection=period_stats(r[sel], ew[sel]), held_out=period_stats(r[held], ew[held]), full=period_stats(r, ew))
+            port = settings.portfolio.model_dump(mode="json") | {"method": c["method"]}
+            records.append(trial_record(c["name"], dict(forecast_settings=fs, forecasts_hash=fh, models=c["models"], portfolio=port),
+                                        data_hash, r, ew))
+    score = lambda c: c["selection"]["active_sharpe"] if np.isfinite(c["selection"]["active_sharpe"]) else -np.inf
+    best = max(cands, key=score)
+    for c, rec in zip(cands, records):
+        rec["selection"] = dict(criterion="active Sharpe ratio vs 1/N", selection_end=str(end), value=c["selection"]["active_sharpe"],
+                                chosen=c is best, held_out_active_sharpe=c["held_out"]["active_sharpe"])
+    if ledger is not None: append_trials(ledger, records)
+    return dict(criterion="active Sharpe ratio vs 1/N (information ratio), sessions up to selection_end only",
+                selection_end=str(end), chosen=best["name"], chosen_models=best["models"], chosen_method=best["method"],
+                candidates=cands, trials=[r["trial"] for r in records])
+
+def selection_lines(sel: dict) -> list[str]:
+    "Text lines of a `select_headline` result: every candidate's selection-period, held-out and full-period statistics."
+    f = lambda x: "   nan" if x is None or not np.isfinite(x) else f"{x:+6.3f}"
+    L = ["", f"Headline chosen on validation data only: {sel['chosen']} (criterion: {sel['criterion']}, selection period "
+             f"up to {sel['selection_end']}; later sessions held out)",
+         f"  {'candidate':<24}{'selection: IR':>14}{'  TE':>7}{'  beta':>7}{'  held out: IR':>15}{'  TE':>7}{'  beta':>7}{'  Sharpe':>8}{'   full: IR':>12}"]
+    for c in sel["candidates"]:
+        s, h, a = c["selection"], c["held_out"], c["full"]
+        L.append(f"{'*' if c['name'] == sel['chosen'] else ' '} {c['name']:<24}{f(s['active_sharpe']):>14}{f(s['tracking_error']):>7}{f(s['beta']):>7}"
+                 f"{f(h['active_sharpe']):>15}{f(h['tracking_error']):>7}{f(h['beta']):>7}{f(h['sharpe']):>8}{f(a['active_sharpe']):>12}")
     return L

@@ -65,7 +65,7 @@ def save_train_outputs(run_dir, wf, labels, settings: Settings, market, paramete
     spread = seed_spread(market, wf.seed_forecasts, labels, settings)
     metrics = dict(forecast_quality=q.reset_index().to_dict(orient="records"), folds=folds,
                    comparison=comparison.reset_index(names="portfolio").to_dict(orient="records"),
-                   seed_spread=spread.to_dict(orient="records"),
+                   seed_spread=spread.to_dict(orient="records"), fits=getattr(wf, "fits", []),
                    run=meta | dict(data_hash=market.data_hash, provenance=market.provenance))
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "summary.txt").write_text(train_summary(metrics))
@@ -109,6 +109,13 @@ def train_summary(metrics: dict) -> str:
             for col in ["sharpe"] + [k for k in g.columns if k.startswith("ic_h")]:
                 v = g[col].astype(float)
                 lines.append(f"  {m:<12} {col:<8} {v.mean():+.4f} ± {v.std(ddof=1):.4f} [{v.min():+.4f}, {v.max():+.4f}]")
+    fits = pd.DataFrame(metrics.get("fits", []))
+    if not fits.empty and "best_epoch" in fits and fits["best_epoch"].notna().any():
+        lines += ["", "Early stopping of the networks (epoch of the lowest validation loss, 1 = the first):"]
+        for m, g in fits.dropna(subset=["best_epoch"]).groupby("model"):
+            e = g["best_epoch"].astype(int) + 1
+            lines.append(f"  {m:<12} best epoch > 1 in {int((e > 1).sum())} of {len(e)} fits ({(e > 1).mean():.0%}); "
+                         f"mean {e.mean():.2f}" + ("; refit on training + validation at that size" if g["refit"].any() else ""))
     st = run.get("stage_seconds", {})
     if st: lines += ["", "Seconds per stage: " + ", ".join(f"{k} {v:,.1f}" for k, v in st.items())]
     return "\n".join(lines) + "\n"
@@ -151,7 +158,9 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
     metrics.json, equity.parquet, forecasts.parquet, tearsheet.png, tearsheet.html (QuantStats), risk.png, summary.txt. The settings the forecasts
     were made with are read from `forecasts_from`'s metrics.json; every trial is appended to the trial ledger
     (`ledger`, default `<project root>/research/trials.jsonl`; None = no ledger). `null_panels`: random-score books of
-    the null distribution (0 = none; fewer keep tests fast)."""
+    the null distribution (0 = none; fewer keep tests fast). With `research.selection_end` set, `select_headline` first
+    chooses the headline (models × construction) on the sessions up to it; the `strategy` run is that choice, and
+    `metrics["selection"]` holds every candidate's selection-period, held-out and full-period statistics."""
     from trading_lib.analytics.metrics import tearsheet
     from trading_lib.data.sources import to_panel
     from trading_lib.research.backtest import TRIALS_FILE, forecast_settings_from_run
@@ -160,9 +169,15 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
     with timer("backtest"):
         fs = forecast_settings_from_run(forecasts_from) if forecasts_from else None
         if ledger == "default": ledger = project_root() / TRIALS_FILE
+        sel, chosen = None, None
+        if settings.research.selection_end is not None:  # the headline is chosen on the selection period only
+            from trading_lib.research.backtest import select_headline
+            sel = select_headline(close, forecasts, settings, market.data_hash, fs, ledger)
+            settings, chosen = settings.replace(portfolio__method=sel["chosen_method"]), sel["chosen_models"]
         metrics, equity = evaluate(close, market.benchmark, forecasts, labels, settings, market.data_hash, run_dir.parent,
                                    methods=list(compare_methods) if compare_methods else None, forecast_settings=fs,
-                                   ledger=ledger, null_panels=null_panels)
+                                   ledger=ledger, null_panels=null_panels, strategy_models=chosen)
+        if sel is not None: metrics["selection"] = sel
     with timer("outputs"):
         tearsheet(equity[[c for c in equity.columns if c in ("strategy", "1/N", "S&P 500") or c.startswith("baseline:")]],
                         path=run_dir / "tearsheet.png")

@@ -131,7 +131,7 @@ def ensemble_scores(forecasts: pd.DataFrame, horizon: int, sessions: pd.Datetime
     return mean(zs), mean(ps) / horizon, mean(cs)
 
 # %% ../../nbs/trading/13_strategy.ipynb #5c346f1d
-PORTFOLIO_METHODS = ("topk", "rank", "mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting")
+PORTFOLIO_METHODS = ("topk", "rank", "tilt", "mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting")
 
 class ScoreStrategy(ScheduledStrategy):
     """Scores → target weights with the portfolio method of `settings.portfolio` (or `method`), with or without
@@ -168,6 +168,14 @@ class ScoreStrategy(ScheduledStrategy):
         p, r = self.settings.portfolio, self.settings.risk
         if self.method in ("topk", "rank"):
             w = score_weights(score, self.method, p.top_k, p.max_weight, index=[ctx.timestamp])  # ties: neutral
+        elif self.method == "tilt":  # 1/N + a rank tilt sized to the active-risk budget (portfolio.optimisation)
+            from trading_lib.portfolio.optimisation import tilt_weights
+            c = ctx.close[max(ctx.t - p.cov_window, 0):]
+            with np.errstate(all="ignore"): rets = c[1:] / c[:-1] - 1.0
+            px = ctx.close[-1]
+            w, tinfo = tilt_weights(score, rets, p.tracking_error_target, p.max_active_beta, p.max_weight,
+                                    valid=np.isfinite(px) & (px > 0))
+            return Decision(w, None if self.conf is None else self.conf[i], dict(method=self.method, **self.info, **tinfo, score=score))
         else:
             from trading_lib.portfolio.optimisation import optimised_weights
             close = self.recent_closes(ctx, p.cov_window + 1)
