@@ -34,7 +34,7 @@ def test_features_and_forecasts_do_not_see_the_future(refit):
     forecasts up to the cut must still ignore every price after it."""
     s = load_settings(environ={}).replace(models__lstm_epochs=1, models__lgbm_n_estimators=30,
                                           walk_forward__test_start="2010-01-01", walk_forward__retrain_months=12,
-                                          walk_forward__refit=refit, **({"models__n_seeds": 1} if refit else {}))
+                                          walk_forward__refit="all" if refit else "", **({"models__n_seeds": 1} if refit else {}))
     src = EmbeddedSource()
     bars = src.bars(["AAPL", "JPM", "KO", "XOM"], "2002-01-01", "2012-12-31")
     bench = src.series("SP500")

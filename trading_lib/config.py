@@ -130,9 +130,10 @@ class WalkForwardSettings(_Section):
     retrain_months: int = Field(12, ge=1)
     embargo_days: int = Field(60, ge=0)  # trading days between the last training label and the test window
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
-    # after early stopping chose the size on the validation slice, refit each model on the fold's training and
-    # validation rows together at that size (same seed), so it has seen data up to the embargo
-    refit: bool = False
+    # models refit (after early stopping chose the size on the validation slice) on the fold's training and validation
+    # rows together at that size (same seed), so they have seen data up to the embargo; "all" = every model, empty = none
+    refit: list[str] = []
+    _r = field_validator("refit", mode="before")(lambda v: [] if v in (None, False, "false", "none") else ["all"] if v in (True, "true") else _csv(v))
 
 class PortfolioSettings(_Section):
     "Forecasts → target weights (see `portfolio` and `optimisation`)."

@@ -104,7 +104,7 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     (listed in `excluded_features`), e.g. the VIX before the period its data covers. A seed-dependent model (a neural
     network: `Forecaster.seed_dependent`) is fitted `settings.models.n_seeds` times per fold, with seeds seed, seed+1, …;
     its forecast is the mean of their predictions and confidences, and each seed's own forecasts are kept in
-    `seed_forecasts` (for the spread across seeds). With `walk_forward.refit`, each model, once early stopping has
+    `seed_forecasts` (for the spread across seeds). Each model named in `walk_forward.refit` (or all with "all"), once early stopping has
     chosen its size on the validation slice, is refit at that size (`Forecaster.refit`, same seed) on every row from
     the fold's start to `train_end` (training, purge gap and validation rows), so it has seen data up to the embargo;
     the test window, the purge before validation and the embargo are unchanged."""
@@ -114,7 +114,8 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
     folds = walk_forward_folds(dates, settings)
     lookback = settings.models.lstm_lookback
     out, by_seed, timings, excluded, fits = [], [], {m: 0.0 for m in models}, {}, []
-    refit = settings.walk_forward.refit
+    to_refit = lambda m: "all" in settings.walk_forward.refit or m in settings.walk_forward.refit
+    refit = any(to_refit(m) for m in models)
     bar = tqdm(total=len(folds) * len(models), desc="walk-forward", disable=not progress)
     for f in folds:
         Xf, yf = _rows(features, f.train_start, f.fit_end), _rows(labels, f.train_start, f.fit_end)
@@ -137,9 +138,9 @@ def walk_forward(features: pd.DataFrame, labels: pd.DataFrame, settings: Setting
                 if sd != settings.models.seed:
                     model = make_forecaster(m, settings.models.model_copy(update={"seed": sd}), settings.models.horizons)
                 model.fit(Xf, yf, valid_features=Xv, valid_labels=yv)
-                fits.append(dict(test_start=str(f.test_start.date()), model=m, seed=sd, refit=refit,
+                fits.append(dict(test_start=str(f.test_start.date()), model=m, seed=sd, refit=to_refit(m),
                                  best_epoch=getattr(model, "best_epoch_", None), best_iteration=getattr(model, "best_iteration_", None)))
-                fc = (model.refit(Xa, ya) if refit else model).predict(Xt)
+                fc = (model.refit(Xa, ya) if to_refit(m) else model).predict(Xt)
                 fcs.append(fc[(fc["timestamp"] >= f.test_start) & (fc["timestamp"] <= f.test_end)].assign(seed=sd))
             if len(fcs) > 1:
                 by_seed.extend(fcs)
