@@ -17,6 +17,7 @@ from trading_lib.research.backtest import (
     forecast_settings_from_run,
     load_trials,
     momentum_scores,
+    select_headline,
     summary_table,
     tracking_gap,
     walk_forward,
@@ -110,6 +111,35 @@ def test_trial_ledger_counts_configurations_and_methods(placebo, tmp_path):
     m5 = run(s, forecast_settings=fs)
     assert m5["run"]["forecast_settings"]["models"]["seed"] == 7
     assert m5["significance"]["vs_equal_weight"]["n_trials"] == 4 and len(load_trials(led, "placebo")) == 4
+
+
+def test_headline_is_chosen_on_the_selection_period_only(placebo, tmp_path):
+    """The choice among candidates reads no session after selection_end: prices changed after it leave the choice and
+    every candidate's selection-period statistics identical (its held-out ones change); each candidate is a ledger
+    trial and exactly one is marked chosen; the strategy run of `evaluate` is then that choice."""
+    s, close, bench, fc, labels = placebo
+    s = s.replace(research__selection_end="2010-06-30", research__constructions=["topk", "tilt"])
+    led = tmp_path / "trials.jsonl"
+    a = select_headline(close, fc, s, "placebo", ledger=led)
+    cut = close.index > pd.Timestamp("2010-06-30", tz="UTC")
+    shock = np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.02, close.shape) * cut[:, None], axis=0))
+    b = select_headline(close * shock, fc, s, "placebo")
+    assert [c["name"] for c in a["candidates"]] == ["lightgbm|topk", "lightgbm|tilt"] and a["chosen"] == b["chosen"]
+    for ca, cb in zip(a["candidates"], b["candidates"]):
+        assert ca["selection"] == cb["selection"] and ca["held_out"] != cb["held_out"]
+        assert ca["selection"]["n_days"] > 300 and ca["held_out"]["n_days"] > 300
+    lines = [json.loads(x) for x in led.read_text().splitlines()]
+    assert [r["name"] for r in lines] == ["lightgbm|topk", "lightgbm|tilt"] and sum(r["selection"]["chosen"] for r in lines) == 1
+    # held out (the full period starts with a month in which the monthly 1/N book is still in cash): the tilt keeps
+    # close to its 3 % active-risk budget, far below top-k's
+    tilt = next(c for c in a["candidates"] if c["method"] == "tilt")["held_out"]
+    topk = next(c for c in a["candidates"] if c["method"] == "topk")["held_out"]
+    assert 0.015 < tilt["tracking_error"] < 0.05 and tilt["tracking_error"] < topk["tracking_error"] / 2, (tilt, topk)
+    m, _ = evaluate(close, bench, fc, labels, s.replace(portfolio__method=a["chosen_method"]), data_hash="placebo", ledger=led,
+                    null_panels=0, baselines=False, risk=False, strategy_models=a["chosen_models"])
+    chosen = next(c for c in a["candidates"] if c["name"] == a["chosen"])
+    assert abs(m["performance"]["strategy"]["sharpe"] - chosen["full"]["sharpe"]) < 1e-9   # the same book
+    assert m["significance"]["vs_equal_weight"]["n_trials"] == 2   # the strategy run is the chosen candidate's trial
 
 
 def test_topk_ties_are_neutral():
