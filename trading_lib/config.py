@@ -92,6 +92,8 @@ class ModelSettings(_Section):
     # z-scored across the symbols of its own date first, from that date's rows only, then standardised)
     lstm_inputs: Literal["global", "cross_section"] = "global"
     lstm_schedule: Literal["constant", "onecycle"] = "constant"  # learning-rate schedule over the epochs
+    # LSTM training targets: raw (the labels) | cross_section (each label minus its date's mean across symbols)
+    lstm_targets: Literal["raw", "cross_section"] = "raw"
     # model zoo (trading_lib.models.zoo): the window models (gru, cnn_lstm, transformer, tft) share lstm_lookback and
     # lstm_batch_size, so the walk-forward's history margin covers all of them
     zoo_hidden: int = Field(16, ge=1)  # hidden units / model width of gru, cnn_lstm, transformer, tft, gat
@@ -399,7 +401,7 @@ PARAMETER_KEYS = {  # short names of the scheduled jobs' parameters → the sett
     "rebalance": "portfolio__rebalance", "signal_horizon": "portfolio__signal_horizon",
     "commission_bps": "costs__commission_bps", "slippage_bps": "costs__slippage_bps",
     "refit": "walk_forward__refit", "lstm_inputs": "models__lstm_inputs", "lstm_lr": "models__lstm_lr",
-    "lstm_schedule": "models__lstm_schedule", "tracking_error_target": "portfolio__tracking_error_target",
+    "lstm_schedule": "models__lstm_schedule", "lstm_targets": "models__lstm_targets", "tracking_error_target": "portfolio__tracking_error_target",
     "selection_end": "research__selection_end",
 }
 

@@ -440,19 +440,22 @@ class WindowForecaster(Forecaster):
     bar), checkpoint_dir (None: best weights kept in memory only), keep_checkpoints (best-k kept on disk),
     inputs ('global': each feature standardised with its training mean/sd; 'cross_section': each feature that varies
     across symbols is first z-scored across the symbols of its own date, from that date's rows only, then standardised),
-    schedule ('constant' | 'onecycle', see `train_loop`), run_epochs (stop after this many of `epochs`; set by `refit`).
+    schedule ('constant' | 'onecycle', see `train_loop`), run_epochs (stop after this many of `epochs`; set by `refit`),
+    targets ('raw': the labels; 'cross_section': each label minus the mean of its date's labels across symbols, so the
+    net learns which symbols beat the others — all a ranking construction uses — and `prediction` is the expected
+    return relative to the date's cross-sectional mean).
     `predict` forecasts every row whose window is complete within the frame passed (not the first lookback−1 rows
     of each symbol there)."""
     name = "window"
     seed_dependent = True
     _PARAMS = ("lookback", "hidden", "num_layers", "dropout", "epochs", "batch_size", "lr", "weight_decay", "patience",
-               "device", "progress", "checkpoint_dir", "keep_checkpoints", "inputs", "schedule", "run_epochs")
+               "device", "progress", "checkpoint_dir", "keep_checkpoints", "inputs", "schedule", "run_epochs", "targets")
 
     def __init__(self, horizons=None, lookback: int = 20, hidden: int = 16, num_layers: int = 1, dropout: float = 0.0,
                  epochs: int = 4, batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
                  device: str = "auto", seed: int = 42, progress: bool = True, checkpoint_dir: str | None = None,
                  keep_checkpoints: int = 3, inputs: str = "global", schedule: str = "constant", run_epochs: int | None = None,
-                 **kw):
+                 targets: str = "raw", **kw):
         super().__init__(horizons, seed, **kw)
         if lookback < 1 or hidden < 1 or epochs < 1 or batch_size < 1 or keep_checkpoints < 1:
             raise ValueError("lookback, hidden, epochs, batch_size, keep_checkpoints must be >= 1")
@@ -464,7 +467,8 @@ class WindowForecaster(Forecaster):
         self.keep_checkpoints = int(keep_checkpoints)
         if inputs not in ("global", "cross_section"): raise ValueError(f"inputs must be 'global' or 'cross_section', got {inputs!r}")
         if schedule not in ("constant", "onecycle"): raise ValueError(f"schedule must be 'constant' or 'onecycle', got {schedule!r}")
-        self.inputs, self.schedule = inputs, schedule
+        if targets not in ("raw", "cross_section"): raise ValueError(f"targets must be 'raw' or 'cross_section', got {targets!r}")
+        self.inputs, self.schedule, self.targets = inputs, schedule, targets
         self.run_epochs = None if run_epochs is None else int(run_epochs)
         self.cs_cols_ = []
 
@@ -550,6 +554,9 @@ class WindowForecaster(Forecaster):
             sd = X.groupby(level="timestamp").std(ddof=0).max()
             self.cs_cols_ = [c for c in X.columns if sd[c] > 1e-12]
         x = self._cross_section(X)
+        if self.targets == "cross_section":  # relative returns: each label minus its date's mean across symbols
+            dm = lambda F, A: A - pd.DataFrame(A, index=F.index.get_level_values("timestamp")).groupby(level=0).transform("mean").to_numpy()
+            Y = dm(X, Y); Yv = dm(Xv, Yv) if Xv is not None else None
         self.x_mean_ = np.nanmean(x, axis=0) if len(x) else None
         if np.isnan(self.x_mean_).any():
             raise ValueError(f"features: all training values NaN in {[c for c, m in zip(X.columns, self.x_mean_) if np.isnan(m)]}")

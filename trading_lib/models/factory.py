@@ -51,7 +51,7 @@ def _builtin(name: str, m, hs: list[int], overrides: dict) -> Forecaster:
         kw = dict(n_estimators=m.lgbm_n_estimators, learning_rate=m.lgbm_learning_rate, num_leaves=m.lgbm_num_leaves)
     elif name == "lstm":
         kw = dict(lookback=m.lstm_lookback, hidden=m.lstm_hidden, epochs=m.lstm_epochs, batch_size=m.lstm_batch_size, device=m.device,
-                  lr=m.lstm_lr, patience=m.lstm_patience, inputs=m.lstm_inputs, schedule=m.lstm_schedule)
+                  lr=m.lstm_lr, patience=m.lstm_patience, inputs=m.lstm_inputs, schedule=m.lstm_schedule, targets=m.lstm_targets)
     elif name in ("gru", "cnn_lstm"): kw = _window_kw(m)
     elif name in ("transformer", "tft"):
         kw = {**_window_kw(m), "heads": m.transformer_heads, **({"quantiles": m.tft_quantiles} if name == "tft" else {})}

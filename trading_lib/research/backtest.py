@@ -598,7 +598,8 @@ def research_summary_lines(metrics: dict) -> list[str]:
     if ties: L += ["Decision dates with a tie at the top-k boundary (shared neutrally): " + ", ".join(f"{k} {v:.1%}" for k, v in ties.items())]
     fs = metrics.get("run", {}).get("forecast_settings")
     if fs: L += [f"Forecasts made with the settings of: {fs.get('source')}"]
-    if metrics.get("selection"): L += selection_lines(metrics["selection"])
+    if metrics.get("selection", {}).get("skipped"): L += ["", f"Headline selection: {metrics['selection']['skipped']}"]
+    elif metrics.get("selection"): L += selection_lines(metrics["selection"])
     return L
 
 # %% ../../nbs/research/17_backtest.ipynb #3ff5965f

@@ -169,8 +169,12 @@ def run_backtest_stage(market, forecasts, labels, settings: Settings, parameters
     with timer("backtest"):
         fs = forecast_settings_from_run(forecasts_from) if forecasts_from else None
         if ledger == "default": ledger = project_root() / TRIALS_FILE
-        sel, chosen = None, None
-        if settings.research.selection_end is not None:  # the headline is chosen on the selection period only
+        sel, chosen, end = None, None, settings.research.selection_end
+        span = (forecasts["timestamp"].min().date(), forecasts["timestamp"].max().date())
+        if end is not None and not span[0] <= end < span[1]:  # nothing to choose on, or nothing held out: said so
+            sel = dict(skipped=f"research.selection_end={end} is outside the forecasts' period {span[0]} → {span[1]}: "
+                               f"no selection, the [portfolio] settings are the headline")
+        elif end is not None:  # the headline is chosen on the selection period only
             from trading_lib.research.backtest import select_headline
             sel = select_headline(close, forecasts, settings, market.data_hash, fs, ledger)
             settings, chosen = settings.replace(portfolio__method=sel["chosen_method"]), sel["chosen_models"]
