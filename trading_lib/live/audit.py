@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -273,8 +274,11 @@ class Ledger:
         return rec.seq + 1, rec.hash
 
     def _write(self, kind: str, payload: dict, ts: str) -> Record:
-        seq, prev = self._read_head()
+        t = self._open_txn()
+        seq, prev = t["head"] if t is not None else self._read_head()
         rec = Record(seq, ts, kind, payload, prev, record_hash(prev, seq, ts, kind, payload))
+        if t is not None:  # inside `transaction()`: written at its commit, in one write and one fsync
+            t["lines"].append(rec.to_line().encode("utf-8") + b"\n"); t["head"] = (seq + 1, rec.hash); return rec
         try:
             with open(self.path, "ab") as f:
                 f.write(rec.to_line().encode("utf-8") + b"\n"); f.flush(); os.fsync(f.fileno())
@@ -292,6 +296,7 @@ class Ledger:
         if not isinstance(payload, Mapping): raise LedgerError(f"ledger payload ({kind}) must be a mapping, got {type(payload).__name__}")
         payload = json.loads(canonical_json(payload))  # plain JSON (refuses NaN etc. before any I/O)
         ts = _utc_iso(timestamp)
+        if self._open_txn() is not None: return self._write(kind, payload, ts)  # this thread's transaction holds the lock
         with self._locked(): return self._write(kind, payload, ts)
 
     def _repair(self):
@@ -392,7 +397,13 @@ class SqliteLedger(Ledger):
         return rec.seq + 1, rec.hash
 
     def _write(self, kind: str, payload: dict, ts: str) -> Record:
-        con = self._con
+        con, t = self._con, self._open_txn()
+        if t is not None:  # inside `transaction()`: one INSERT of the open BEGIN IMMEDIATE ... COMMIT
+            seq, prev = t["head"]
+            rec = Record(seq, ts, kind, payload, prev, record_hash(prev, seq, ts, kind, payload))
+            try: con.execute("INSERT INTO ledger (seq, kind, line) VALUES (?, ?, ?)", (seq, kind, rec.to_line()))
+            except sqlite3.Error as e: raise LedgerError(f"audit ledger {self.path}: write of {kind} failed: {e}; do not send") from e
+            t["head"] = (seq + 1, rec.hash); return rec
         try:
             con.execute("BEGIN IMMEDIATE")  # the write lock first: another process may have appended since
             try:
@@ -431,6 +442,48 @@ class SqliteLedger(Ledger):
     def close(self):
         "Close the connection (appends after this reopen it)."
         with self._tlock: self._con.close(); self._pid = None
+
+# %% ../../nbs/live/19_audit.ipynb #c042c6a8
+@patch
+def _open_txn(self: Ledger) -> dict | None:
+    "This thread's open transaction (its pending head, buffered lines, after-commit callbacks), else None."
+    t = getattr(self, "_txn", None)
+    return t if t is not None and t["thread"] == threading.get_ident() and t["pid"] == os.getpid() else None
+
+@patch
+def after_commit(self: Ledger, fn) -> None:
+    "Call `fn()` once the records appended so far are durable: at the commit of this thread's open transaction, else now."
+    t = self._open_txn()
+    if t is None: fn()
+    else: t["after"].append(fn)
+
+@patch
+@contextmanager
+def transaction(self: Ledger):
+    """Every `append` inside the block is committed at its end in one atomic write (see above); yields the ledger.
+    Raises `LedgerCorrupt` on a broken ledger, `LedgerError` when the commit fails (then nothing of the block is
+    written, and nothing may be sent). Nested blocks join the outer one."""
+    if self._open_txn() is not None: yield self; return
+    with self._locked():
+        head = self._read_head()  # LedgerCorrupt before anything is begun
+        sql = isinstance(self, SqliteLedger)
+        if sql:
+            try: self._con.execute("BEGIN IMMEDIATE"); head = self._read_head()  # another process may have appended
+            except sqlite3.Error as e: raise LedgerError(f"audit ledger {self.path}: cannot begin a transaction: {e}; do not send") from e
+        t = self._txn = dict(thread=threading.get_ident(), pid=os.getpid(), head=head, lines=[], after=[])
+        try:
+            yield self
+            if sql: self._con.execute("COMMIT")
+            elif t["lines"]:
+                with open(self.path, "ab") as f: f.write(b"".join(t["lines"])); f.flush(); os.fsync(f.fileno())
+        except BaseException as e:
+            if sql and self._con.in_transaction: self._con.execute("ROLLBACK")
+            if isinstance(e, (sqlite3.Error, OSError)):
+                raise LedgerError(f"audit ledger {self.path}: commit of a transaction failed: {e}; do not send") from e
+            raise
+        finally: self._txn = None
+        n, h = t["head"]; self.status = VerifyResult(True, n, None, "", (n - 1, h))
+    for fn in t["after"]: fn()
 
 # %% ../../nbs/live/19_audit.ipynb #8b610574
 def _parse_head(s: str | None):
