@@ -6,11 +6,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import yaml
 
 from ..analytics import metrics as M
@@ -19,7 +26,7 @@ from .backtest import config_hash, walk_forward
 from .retrain import candidate_returns, record_trials
 
 # %% auto #0
-__all__ = ['load_space', 'sample_trials', 'evaluate_trial', 'run_sweep']
+__all__ = ['load_space', 'sample_trials', 'import_ray', 'LocalRay', 'evaluate_trial', 'run_sweep']
 
 # %% ../../nbs/research/31_sweep.ipynb #177af743
 def load_space(path: str | Path) -> dict:
@@ -57,6 +64,85 @@ def sample_trials(spec: dict):
         trials.append(t); params.append(p)
     return study, trials, params
 
+# %% ../../nbs/research/31_sweep.ipynb #8572947f
+def import_ray(loopback: bool = True):
+    """Import and return the `ray` module; `loopback`: the driver will join a Ray on 127.0.0.1, so Ray's single-machine
+    switch `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` is set first (unless the environment sets it) and a RuntimeError is
+    raised when `ray`, already imported without it, would rewrite 127.0.0.1 to this machine's network address."""
+    if loopback: os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    if loopback and not ray.is_initialized() and ray.util.get_node_ip_address() != "127.0.0.1":
+        raise RuntimeError(f"ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set, so it would join "
+                           f"127.0.0.1 via {ray.util.get_node_ip_address()}: set it in the environment before importing ray")
+    return ray
+
+# %% ../../nbs/research/31_sweep.ipynb #0edf5c87
+def _free_loopback_ports(n: int) -> list[int]:
+    "`n` distinct TCP ports free on 127.0.0.1 now (bound to port 0 together, then released)."
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks: s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks: s.close()
+
+class LocalRay:
+    """A single-node Ray with `workers` CPUs on 127.0.0.1, started now by `ray start --head --block` (see above).
+    `address`: "127.0.0.1:<GCS port>" for `ray.init(address=...)`; `dir`: its temp dir (logs under dir/session_latest);
+    `wait()` → self once the node is up (RuntimeError with the CLI's output when `ray start` exits, TimeoutError after
+    `timeout` seconds; either stops it first); `stop()`; usable as a context manager (waits on entry, stops on exit)."""
+    def __init__(self, workers: int = 2, timeout: float = 180.0):
+        if int(workers) < 1: raise ValueError(f"LocalRay: workers {workers!r}: need at least 1")
+        exe = Path(sys.executable).with_name("ray")
+        exe = str(exe) if exe.exists() else shutil.which("ray")
+        if not exe: raise RuntimeError("LocalRay: the `ray` command (pip package ray) is not installed")
+        self.workers, self.timeout = int(workers), float(timeout)
+        self.dir = Path(tempfile.mkdtemp(prefix="ray-"))    # short: Ray's socket paths must stay under 108 bytes
+        gcs, node, obj, agent, listen, metrics, runtime_env = _free_loopback_ports(7)
+        self.address = f"127.0.0.1:{gcs}"
+        cmd = [exe, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+               f"--node-manager-port={node}", f"--object-manager-port={obj}", f"--dashboard-agent-grpc-port={agent}",
+               f"--dashboard-agent-listen-port={listen}", f"--metrics-export-port={metrics}",
+               f"--runtime-env-agent-port={runtime_env}", f"--num-cpus={self.workers}", "--include-dashboard=false",
+               "--include-log-monitor=false", "--disable-usage-stats", f"--temp-dir={self.dir}"]
+        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+        self._log = open(self.dir / "start.log", "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._t0 = time.monotonic()
+
+    def output(self) -> str: return (self.dir / "start.log").read_text(errors="replace")
+
+    def wait(self) -> LocalRay:
+        while "Ray runtime started" not in self.output():
+            if self.proc.poll() is not None:
+                self.stop(keep_logs=True)
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}; logs in {self.dir}:\n{self.output()[-3000:]}")
+            if time.monotonic() - self._t0 > self.timeout:
+                self.stop(keep_logs=True)
+                raise TimeoutError(f"ray start: no node after {self.timeout:.0f} s; logs in {self.dir}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self, keep_logs: bool = False) -> None:
+        "Stop the node and every process of its session; remove its temp dir unless `keep_logs`."
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try: self.proc.wait(30)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        left = [p for p in psutil.process_iter() if _session(p) == self.proc.pid]
+        for p in left: p.kill()
+        psutil.wait_procs(left, timeout=10)
+        self._log.close()
+        if not keep_logs: shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRay: return self.wait()
+    def __exit__(self, *exc) -> None: self.stop()
+
+def _session(p: psutil.Process) -> int | None:
+    "Session id of process `p`, None when it is gone or not readable."
+    try: return os.getsid(p.pid)
+    except OSError: return None
+
 # %% ../../nbs/research/31_sweep.ipynb #ff08fe5c
 def evaluate_trial(params: dict, features: pd.DataFrame, labels: pd.DataFrame, close: pd.DataFrame, settings: Settings,
                    model: str) -> dict:
@@ -74,28 +160,31 @@ def evaluate_trial(params: dict, features: pd.DataFrame, labels: pd.DataFrame, c
                 seconds=time.perf_counter() - t0)
 
 def run_sweep(spec: dict, features: pd.DataFrame, labels: pd.DataFrame, close: pd.DataFrame, settings: Settings,
-              backend: str = "serial", workers: int = 2, data_hash: str = "", trials_path=None) -> pd.DataFrame:
-    """Run every trial of `spec` (`load_space`) serially or as Ray tasks (`backend="ray"`; `RAY_ADDRESS` or a local
-    Ray with `workers` CPUs). Returns one row per trial in trial order: number, the parameters, ic, rank_ic, sharpe,
-    config, seconds, objective; `attrs`: best (row of the best objective), n_trials_on_data (the DSR's trial count after
-    logging these to `trials_path`)."""
+              backend: str = "serial", workers: int = 2, data_hash: str = "", trials_path=None,
+              address: str | None = None) -> pd.DataFrame:
+    """Run every trial of `spec` (`load_space`) serially or as Ray tasks (`backend="ray"`: on the Ray this process is
+    already connected to, else the cluster at `address` or `RAY_ADDRESS`, else a `LocalRay` with `workers` CPUs started
+    and stopped here). Returns one row per trial in trial order: number, the parameters, ic, rank_ic, sharpe, config,
+    seconds, objective; `attrs`: best (row of the best objective), n_trials_on_data (the DSR's trial count after logging
+    these to `trials_path`)."""
     study, trials, params = sample_trials(spec)
     if backend == "serial":
         res = [evaluate_trial(p, features, labels, close, settings, spec["model"]) for p in params]
     elif backend == "ray":
-        import ray
-        addr = os.environ.get("RAY_ADDRESS")
-        started = not ray.is_initialized()
-        if started:
-            local = {} if addr else dict(num_cpus=int(workers), _node_ip_address="127.0.0.1")  # a local Ray on loopback
-            ray.init(address=addr or None, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}}, **local)
+        addr = address or os.environ.get("RAY_ADDRESS")
+        ray = import_ray(loopback=not addr or addr.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"))
+        started, head = not ray.is_initialized(), None
         try:
+            if started:
+                if not addr: head = LocalRay(workers).wait()
+                env = {} if head else dict(runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+                ray.init(address=addr or head.address, log_to_driver=False, **env)
             task = ray.remote(num_cpus=1)(evaluate_trial)
             f, l, c = ray.put(features), ray.put(labels), ray.put(close)
             res = ray.get([task.remote(p, f, l, c, settings, spec["model"]) for p in params])
         finally:
             if started: ray.shutdown()
+            if head: head.stop()
     else: raise ValueError(f"backend {backend!r}: use serial or ray")
     for t, r in zip(trials, res, strict=True): study.tell(t, r[spec["objective"]])
     out = pd.DataFrame(res).assign(objective=[r[spec["objective"]] for r in res])
