@@ -105,3 +105,15 @@ def test_crash_after_every_broker_acceptance_then_restart(tmp_path, reference):
     ref_equity, _, n_orders = reference
     for k in range(1, n_orders + 1):
         assert check_restart(tmp_path / f"s{k}", ref_equity, TRADING_FAULT_AFTER_SUBMITS=k) == FAULT_EXIT_CODE
+
+
+def test_crash_before_every_ledger_commit_then_restart(tmp_path, reference):
+    """Issue 12: a step's records are one ledger transaction, committed before each batch of broker submits or approval
+    requests and at the end of the step. A crash just before any of these commits loses the uncommitted records (none of
+    them reached the broker); the restart redoes the session and ends where the uninterrupted run ended."""
+    ref_equity, _, _ = reference
+    killed, k = 0, 1
+    while check_restart(tmp_path / f"c{k}", ref_equity, TRADING_FAULT_BEFORE_COMMIT=k) == FAULT_EXIT_CODE:
+        killed, k = killed + 1, k + 1
+        assert k < 100, "more commits than an 11-session run can make"
+    assert killed >= 13  # 11 sessions (a commit each; 18 February was a holiday) + one before each decision's submits

@@ -151,6 +151,7 @@ class SimulatedBroker:
         self.commission_paid = 0.0
         self.last_prices: dict[str, float] = {}
         self.orders: dict[str, dict] = {}  # client_order_id → BrokerOrder fields (+ time_in_force)
+        self._open: dict[str, None] = {}  # client_order_ids of the orders in flight, in submission order (fills scan only these)
         self.fills: list[Fill] = []
 
     def __repr__(self):
@@ -167,12 +168,21 @@ class SimulatedBroker:
                 "last_bar": self.last_bar, "positions": dict(zip(self.symbols, self.shares.tolist())), "last_prices": self.last_prices,
                 "orders": self.orders, "fills": [asdict(f) for f in self.fills]}
 
-    def _log(self, event: dict) -> None:
-        "Append one event to the journal and fsync it before returning (no-op without a `path`, or while replaying)."
+    def _log(self, event: dict, durable: bool = True) -> None:
+        """Append one event to the journal (no-op without a `path`, or while replaying) and, when `durable`, fsync it
+        (and every line before it) before returning; else it is written and left for the next fsync (`sync`)."""
         if self.path is None or getattr(self, "_replaying", False): return
         fh = getattr(self, "_fh", None)
         if fh is None or fh.closed: self._fh = fh = open(self.path, "a", encoding="utf-8")
-        fh.write(json.dumps(event, sort_keys=True, separators=(",", ":")) + "\n"); fh.flush(); os.fsync(fh.fileno())
+        fh.write(json.dumps(event, sort_keys=True, separators=(",", ":")) + "\n"); fh.flush()
+        if durable: os.fsync(fh.fileno())
+        self._unsynced = not durable
+
+    def sync(self) -> None:
+        "fsync the journal if a line was written since the last fsync (a bar without fills); no-op otherwise."
+        fh = getattr(self, "_fh", None)
+        if getattr(self, "_unsynced", False) and fh is not None and not fh.closed: os.fsync(fh.fileno())
+        self._unsynced = False
 
     def save(self) -> None:
         "Nothing to do: every change is already in the journal (kept for callers of the earlier design)."
@@ -254,13 +264,14 @@ class SimulatedBroker:
     def _submit_record(self, rec: dict) -> None:
         self.seq += 1
         self.orders[rec["client_order_id"]] = dict(rec, broker_order_id=f"sim-{self.seq:08d}")
+        if BROKER_STATUS_MAP[rec["status"]] in IN_FLIGHT: self._open[rec["client_order_id"]] = None
 
     def get_order(self, client_order_id: str) -> BrokerOrder | None:
         rec = self.orders.get(client_order_id)
         return None if rec is None else self._snap(rec)
 
     def open_orders(self) -> list[BrokerOrder]:
-        return [self._snap(r) for r in self.orders.values() if BROKER_STATUS_MAP[r["status"]] in IN_FLIGHT]
+        return [self._snap(self.orders[c]) for c in self._open]
 
     def cancel(self, client_order_id: str) -> None:
         "Cancel an open order (status `canceled`). Unknown id → `OrderNotFound`; terminal → `OrderNotCancelable` (422)."
@@ -270,7 +281,8 @@ class SimulatedBroker:
             raise OrderNotCancelable(f"order {client_order_id} ({rec['symbol']}) is {rec['status']}: not cancelable", 422)
         self._cancel(client_order_id); self._log({"e": "cancel", "client_order_id": client_order_id})
 
-    def _cancel(self, client_order_id: str) -> None: self.orders[client_order_id]["status"] = "canceled"
+    def _cancel(self, client_order_id: str) -> None:
+        self.orders[client_order_id]["status"] = "canceled"; self._open.pop(client_order_id, None)
 
     def positions(self) -> dict[str, float]:
         "Signed shares per symbol (long > 0, short < 0); flat symbols are left out."
@@ -281,7 +293,7 @@ class SimulatedBroker:
         last price (a symbol never priced counts 0)."""
         equity = self.cash + math.fsum(q * self.last_prices[s] for s, q in self.positions().items())
         held = math.fsum((r["qty"] - r["filled_qty"]) * self.last_prices.get(r["symbol"], 0.0)
-                         for r in self.orders.values() if r["side"] == "buy" and BROKER_STATUS_MAP[r["status"]] in IN_FLIGHT)
+                         for r in map(self.orders.get, self._open) if r["side"] == "buy")
         return AccountSnapshot(self.cash, equity, self.cash - held, "ACTIVE")
 
     def fills_since(self, timestamp=None) -> list[Fill]:
@@ -304,24 +316,25 @@ class SimulatedBroker:
                 raise BrokerError(f"on_bar {ts}: price of {s} must be a finite number > 0, got {p!r}")
         prices = {s: float(p) for s, p in prices.items()}
         new = self._bar(ts, prices)
-        self._log({"e": "bar", "ts": ts, "prices": prices})
+        # a bar that filled is durable before anyone can record its fills; one that did not only moves marks, which the
+        # next bar replaces, so it waits for the next fsync (a submit, a cancel, a filling bar, `sync`)
+        self._log({"e": "bar", "ts": ts, "prices": prices}, durable=bool(new))
         return new
 
     def _bar(self, ts: str, prices: dict) -> list[Fill]:
         "Fill the open orders whose symbol is priced in this bar (see `on_bar`); the state moves, the new fills are returned."
         new = []
-        for cid, r in self.orders.items():
-            if BROKER_STATUS_MAP[r["status"]] not in IN_FLIGHT or r["symbol"] not in prices: continue
+        for cid in [c for c in self._open if self.orders[c]["symbol"] in prices]:
+            r = self.orders[cid]
             sign, q = (1 if r["side"] == "buy" else -1), r["qty"] - r["filled_qty"]
             fp = float(self.costs.fill_price(prices[r["symbol"]], sign * q))
             if r["type"] == "limit" and (fp - r["limit_price"]) * sign > 0: continue
             com = float(self.costs.commission(fp, q))
-            f = Fill(cid, f"{r['broker_order_id']}-{len([x for x in self.fills if x.client_order_id == cid]) + 1}",
-                     q, fp, com, ts)
+            f = Fill(cid, f"{r['broker_order_id']}-1", q, fp, com, ts)  # one fill per order: it fills whole
             self.cash -= sign * q * fp + com; self.commission_paid += com
             i = self._index(r["symbol"]); pos = float(self.shares[i]) + sign * q
             self.shares[i] = 0.0 if abs(pos) < 1e-9 else pos
-            r.update(status="filled", filled_qty=r["qty"], filled_avg_price=fp)
+            r.update(status="filled", filled_qty=r["qty"], filled_avg_price=fp); self._open.pop(cid)
             self.fills.append(f); new.append(f)
         self.last_prices.update(prices)
         self.last_bar = ts

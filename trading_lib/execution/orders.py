@@ -231,9 +231,9 @@ class Order:
         assert all(f.client_order_id == self.client_order_id for f in self.fills), f"{w}: fill of another order"
 
     # ---- events ---------------------------------------------------------------------------------------------------
-    def _alert(self, msg: str):
+    def _alert(self, msg: str, level: int = logging.WARNING):
         msg = f"order {self.client_order_id} ({self.symbol}): {msg}"
-        log.warning(msg); self.alerts.append(msg)
+        log.log(level, msg); self.alerts.append(msg)
 
     def _check(self, path, what):
         "Raise InvalidTransition unless every step of `path` (starting at the current state) is allowed."
@@ -396,7 +396,8 @@ def apply_broker_status(order: Order, status, filled_qty: float | None = None, a
                 ap = _finite(avg_price, f"{w}: broker avg_price", positive=True)
                 px = (ap * cum - math.fsum(f.qty * f.price for f in order.fills)) / gap
                 if not (math.isfinite(px) and px > 0): px = ap
-                order._alert(f"inferred fill of {gap} @ {px} from broker filled_qty {cum} (known {known})")
+                # the usual way a fill is learnt from an order status (every fill of a replay): kept on the order, logged at INFO
+                order._alert(f"inferred fill of {gap} @ {px} from broker filled_qty {cum} (known {known})", logging.INFO)
                 order.apply_fill(Fill(order.client_order_id, f"inferred:{order.client_order_id}:{cum!r}", gap, px,
                                       timestamp=at, inferred=True), at=at)
         elif gap < -order._tol:

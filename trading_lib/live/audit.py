@@ -231,12 +231,15 @@ class Ledger:
     def __init__(self, path: str | Path, repair: bool = False, allow_empty: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _refuse_empty(self.path, allow_empty, made_here=_lock_path(self.path).exists())
-        if not self.path.exists():
-            with open(self.path, "ab") as f: os.fsync(f.fileno())
-            _fsync_dir(self.path.parent)
+        # a Ledger made the file if its lock file was there, or if the file was not there when we started (another
+        # process opening the same new ledger at this moment creates it between our look and our lock)
+        made_here = _lock_path(self.path).exists() or not self.path.exists()
         self._open_lock()
         with self._locked():
+            _refuse_empty(self.path, allow_empty, made_here=made_here)
+            if not self.path.exists():
+                with open(self.path, "ab") as f: os.fsync(f.fileno())
+                _fsync_dir(self.path.parent)
             self.status = _verify_bytes(self.path.read_bytes())
             if not self.status.ok and repair: self._repair()
         if not self.status.ok: log.error(f"audit ledger {self.path}: {self.status.reason}; appends refused")
@@ -457,6 +460,19 @@ def after_commit(self: Ledger, fn) -> None:
     if t is None: fn()
     else: t["after"].append(fn)
 
+def _commit(led: Ledger, t: dict) -> None:
+    "Make the buffered records of open transaction `t` durable (SQLite: COMMIT; JSON lines: one write + fsync)."
+    if t["sql"]: led._con.execute("COMMIT")
+    elif t["lines"]:
+        with open(led.path, "ab") as f: f.write(b"".join(t["lines"])); f.flush(); os.fsync(f.fileno())
+        t["lines"] = []
+    n, h = t["head"]; led.status = VerifyResult(True, n, None, "", (n - 1, h))
+
+def _run_after(t: dict) -> None:
+    "Run (and forget) the after-commit callbacks of `t`, in order."
+    fns, t["after"] = t["after"], []
+    for fn in fns: fn()
+
 @patch
 @contextmanager
 def transaction(self: Ledger):
@@ -470,20 +486,32 @@ def transaction(self: Ledger):
         if sql:
             try: self._con.execute("BEGIN IMMEDIATE"); head = self._read_head()  # another process may have appended
             except sqlite3.Error as e: raise LedgerError(f"audit ledger {self.path}: cannot begin a transaction: {e}; do not send") from e
-        t = self._txn = dict(thread=threading.get_ident(), pid=os.getpid(), head=head, lines=[], after=[])
+        t = self._txn = dict(thread=threading.get_ident(), pid=os.getpid(), head=head, lines=[], after=[], sql=sql)
         try:
             yield self
-            if sql: self._con.execute("COMMIT")
-            elif t["lines"]:
-                with open(self.path, "ab") as f: f.write(b"".join(t["lines"])); f.flush(); os.fsync(f.fileno())
+            _commit(self, t)
         except BaseException as e:
             if sql and self._con.in_transaction: self._con.execute("ROLLBACK")
             if isinstance(e, (sqlite3.Error, OSError)):
                 raise LedgerError(f"audit ledger {self.path}: commit of a transaction failed: {e}; do not send") from e
             raise
         finally: self._txn = None
-        n, h = t["head"]; self.status = VerifyResult(True, n, None, "", (n - 1, h))
-    for fn in t["after"]: fn()
+    _run_after(t)
+
+@patch
+def checkpoint(self: Ledger) -> None:
+    """Inside this thread's open transaction: commit what it holds so far (durable when this returns; its after-commit
+    callbacks run) and go on in a new one — the point before an action that the write-ahead rule guards (a broker
+    submit or cancel, an approval request). Outside a transaction: nothing (every append is durable already).
+    `LedgerError` when the commit fails: nothing may be sent."""
+    t = self._open_txn()
+    if t is None: return
+    try:
+        _commit(self, t)
+        if t["sql"]: self._con.execute("BEGIN IMMEDIATE")
+    except (sqlite3.Error, OSError) as e:
+        raise LedgerError(f"audit ledger {self.path}: checkpoint commit failed: {e}; do not send") from e
+    _run_after(t)
 
 # %% ../../nbs/live/19_audit.ipynb #8b610574
 def _parse_head(s: str | None):

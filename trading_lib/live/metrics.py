@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest, start_http_server
@@ -208,10 +209,12 @@ class MeteredLedger:
         t0 = time.perf_counter()
         rec = self._ledger.append(kind, payload, *args, **kw)
         self._metrics.observe_ledger_append(time.perf_counter() - t0)
-        for lst in self._listeners:
-            try: lst.on_record(kind, dict(payload))
-            except Exception as e: log.warning("%s from a %s record failed: %s", type(lst).__name__, kind, e)  # never blocks trading
+        self._ledger.after_commit(partial(self._notify, kind, dict(payload)))  # at once, or at the commit of a transaction
         return rec
+    def _notify(self, kind: str, payload: dict):
+        for lst in self._listeners:
+            try: lst.on_record(kind, payload)
+            except Exception as e: log.warning("%s from a %s record failed: %s", type(lst).__name__, kind, e)  # never blocks trading
     def __getattr__(self, name): return getattr(self._ledger, name)
 
 # %% ../../nbs/live/26_metrics.ipynb #a879139b

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from typing import Mapping
 
 import psutil
 import redis
+from fastcore.basics import patch
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -469,18 +471,43 @@ class LiveState:
         self.emit(kind, payload | ({"ledger_seq": rec.seq} if rec is not None else {}))
         return rec
 
+# %% ../../nbs/live/20_state.ipynb #b1754cc9
+@patch
+def _open_batch(self: LiveState):
+    "This thread's open `batch()` pipeline, else None."
+    b = getattr(self, "_batch", None)
+    return b[1] if b is not None and b[0] == threading.get_ident() else None
+
+@patch(as_prop=True)
+def _w(self: LiveState):
+    "Where a write goes: this thread's open `batch()` pipeline, else Redis."
+    b = self._open_batch()
+    return self.r if b is None else b
+
+@patch
+@contextmanager
+def batch(self: LiveState):
+    """Queue the block's writes (`set_positions`, `set_account`, `set_last_prices`, `heartbeat`, `record_equity`,
+    `set_job_session`, the Redis copy of `save_breakers`) and send them at its end in one MULTI/EXEC (see above).
+    Yields the state. Redis errors of the EXEC propagate (e.g. `redis.ConnectionError`); an exception inside the block
+    discards the queued writes and propagates."""
+    if self._open_batch() is not None: yield self; return
+    self._batch = (threading.get_ident(), self.r.pipeline(transaction=True))
+    try:
+        yield self
+        p = self._batch[1]; self._batch = None
+        if len(p): p.execute()
+    finally: self._batch = None
+
 # %% ../../nbs/live/20_state.ipynb #33f8d08c
-from fastcore.basics import patch
-
-
 @patch
 def set_positions(self: LiveState, positions: Mapping[str, float]):
     "Replace the position book: symbol → signed shares (finite)."
     clean = {s: repr(_num(q, f"positions[{s}]")) for s, q in positions.items()}
-    p = self.r.pipeline(transaction=True)
+    p = self._open_batch() or self.r.pipeline(transaction=True)
     p.delete(self.key("positions"))
     if clean: p.hset(self.key("positions"), mapping=clean)
-    p.execute()
+    if p is not self._open_batch(): p.execute()
 
 @patch
 def positions(self: LiveState) -> dict[str, float]:
@@ -490,8 +517,8 @@ def positions(self: LiveState) -> dict[str, float]:
 @patch
 def set_account(self: LiveState, cash: float, equity: float):
     "Store cash and equity (currency, finite) with the update time."
-    self.r.hset(self.key("account"), mapping={"cash": repr(_num(cash, "cash")), "equity": repr(_num(equity, "equity")),
-                                              "updated_at": utc_now_iso(self.clock())})
+    self._w.hset(self.key("account"), mapping={"cash": repr(_num(cash, "cash")), "equity": repr(_num(equity, "equity")),
+                                               "updated_at": utc_now_iso(self.clock())})
 
 @patch
 def account(self: LiveState) -> dict:
@@ -527,7 +554,7 @@ def set_last_prices(self: LiveState, prices: Mapping[str, float], timestamp=None
         v = _num(p, f"price of {s}")
         if v <= 0: raise StateError(f"price of {s} must be > 0, got {p!r}")
         m[s] = json.dumps([v, ts])
-    if m: self.r.hset(self.key("prices"), mapping=m)
+    if m: self._w.hset(self.key("prices"), mapping=m)
 
 @patch
 def last_prices(self: LiveState) -> dict[str, tuple[float, str]]:
@@ -542,7 +569,7 @@ def last_prices(self: LiveState) -> dict[str, tuple[float, str]]:
 @patch
 def heartbeat(self: LiveState, job: str):
     "Record that `job` is alive now (UTC ISO timestamp)."
-    self.r.hset(self.key("heartbeats"), current_identity(job, "job name"), utc_now_iso(self.clock()))
+    self._w.hset(self.key("heartbeats"), current_identity(job, "job name"), utc_now_iso(self.clock()))
 
 @patch
 def heartbeat_age(self: LiveState, job: str) -> float:
@@ -554,7 +581,7 @@ def heartbeat_age(self: LiveState, job: str) -> float:
 @patch
 def record_equity(self: LiveState, session, equity: float):
     "The live job's equity at the close of `session` (UTC timestamp): the dashboards' equity curve and P&L today."
-    self.r.hset(self.key("equity_history"), _parse_ts(session), _num(equity, "equity"))
+    self._w.hset(self.key("equity_history"), _parse_ts(session), _num(equity, "equity"))
 
 @patch
 def equity_history(self: LiveState) -> dict[str, float]:
@@ -638,14 +665,18 @@ def release_kill_switch(self: LiveState, who: str, reason: str) -> KillSwitch:
     return _flip(self, False, who, reason)
 
 @patch
-def can_trade(self: LiveState) -> tuple[bool, str]:
+def can_trade(self: LiveState, raise_unreachable: bool = False) -> tuple[bool, str]:
     """(allowed, reason) for new orders — fail closed: False when Redis is unreachable, the kill switch is missing,
     unreadable or engaged, or the trading state is missing, unreadable or HALTED. REDUCING → (True, 'REDUCING: ...'):
-    the pre-trade check must then pass only exposure-reducing orders."""
+    the pre-trade check must then pass only exposure-reducing orders. `raise_unreachable`: an unreachable Redis raises
+    its error (`redis.ConnectionError`, ...) instead — for a caller that must stop, not refuse (an outage is not a
+    supervisor's decision: the live job halts and its restart sends what was not sent)."""
     try:
         ks, state = self.kill_switch(), self.trading_state()
     except StateError as e: return False, f"fail closed: {e}"
-    except (redis.RedisError, OSError) as e: return False, f"fail closed: Redis unreachable ({type(e).__name__}: {e})"
+    except (redis.RedisError, OSError) as e:
+        if raise_unreachable: raise
+        return False, f"fail closed: Redis unreachable ({type(e).__name__}: {e})"
     if ks is None: return False, "fail closed: kill switch has no record (fresh or lost Redis state): a supervisor must release it"
     if ks.engaged: return False, f"kill switch engaged by {ks.by} at {ks.at}: {ks.reason}"
     if state is None: return False, "fail closed: trading state not set"
@@ -663,7 +694,7 @@ def save_breakers(self: LiveState, run_id: str, snapshot: Mapping, session=None)
                "breakers": dict(snapshot)}
     text = canonical_json(payload)  # refuses NaN / inf before any write
     if self.ledger is not None: self.ledger.append("risk_state", payload)
-    self.r.set(self.key(f"live:{run_id}:breakers"), text)
+    self._w.set(self.key(f"live:{run_id}:breakers"), text)
 
 @patch
 def load_breakers(self: LiveState, run_id: str) -> dict | None:
@@ -720,16 +751,17 @@ def set_job(self: LiveState, run_id: str, mode: str, broker: str, job: str = "li
     return self.job()
 
 @patch
-def set_job_session(self: LiveState, session, equity: float | None = None):
+def set_job_session(self: LiveState, session, equity: float | None = None, run_id: str | None = None):
     """The session the running job is trading now (UTC timestamp; in a replay the replayed date) and, with `equity`
-    (currency), its equity at that session's close in the run's own curve. StateError without a job record."""
-    rid = self.r.hget(self.key("job"), "run_id")
+    (currency), its equity at that session's close in the run's own curve. `run_id`: the job's run id when the caller
+    knows it (saves reading it); StateError without a job record."""
+    rid = run_id or self.r.hget(self.key("job"), "run_id")
     if not rid: raise StateError(f"{self.key('job')}: no job record (set_job first)")
     ts = _parse_ts(session)
-    p = self.r.pipeline(transaction=True)
+    p = self._open_batch() or self.r.pipeline(transaction=True)
     p.hset(self.key("job"), "session", ts)
     if equity is not None: p.hset(self.key(f"job_equity:{rid}"), ts, repr(_num(equity, "equity")))
-    p.execute()
+    if p is not self._open_batch(): p.execute()
 
 @patch
 def end_job(self: LiveState, summary: Mapping | None = None) -> dict:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,10 +102,12 @@ class LiveTrader:
         self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
         self.metrics, self.alerter = metrics, alerter  # optional: Prometheus metrics and alerts (see open_session)
         self.unresolved: dict[str, Order] = {}  # recorded as sent, unknown to the broker at restart: looked up every session
-        # deterministic fault injection for crash tests (read only by the live job): die after the k-th ledger append of
-        # this process, or right after the broker accepted the k-th order (before anything else is recorded)
-        self._appends, self._submits = 0, 0
+        # deterministic fault injection for crash tests (read only by the live job): die once the k-th ledger append of
+        # this process is durable, right before the k-th ledger commit of a step, or right after the broker accepted the
+        # k-th order (before anything else is recorded)
+        self._appends, self._submits, self._commits, self._in_txn = 0, 0, 0, False
         self._fault_after_appends = fault_setting("TRADING_FAULT_AFTER_APPENDS")
+        self._fault_before_commit = fault_setting("TRADING_FAULT_BEFORE_COMMIT")
         self._fault_after_submits = fault_setting("TRADING_FAULT_AFTER_SUBMITS")
         self.orders: dict[str, Order] = {}  # in-flight and pending orders of this run
         self.done: dict[str, Order] = {}  # terminal orders of this process
@@ -115,23 +119,53 @@ class LiveTrader:
 
     # ---- records ---------------------------------------------------------------------------------------------------
     def _record(self, kind: str, payload: dict, stream_kind: str | None = None):
-        "Ledger (raises LedgerError → caller must not act), then the event stream."
+        """Ledger (raises LedgerError → caller must not act), then, once the record is durable (at once, or at the
+        commit of the step's transaction), the event stream."""
         rec = self.ledger.append(kind, payload)
         self._appends += 1
-        if self._fault_after_appends and self._appends >= self._fault_after_appends: fault_exit(f"after ledger append {self._appends} ({kind})")
         if kind == "order": self._recorded[payload["order"]["client_order_id"]] = payload["order"]["state"]
         sk = stream_kind or (kind if kind in EVENT_KINDS else "state")
-        try: self.state.emit(sk, payload | {"ledger_kind": kind, "ledger_seq": rec.seq})
-        except Exception as e: log.warning("event stream write failed (%s); the ledger has seq %s", type(e).__name__, rec.seq)
+        self.ledger.after_commit(partial(self._published, self._appends, kind, sk, payload, rec.seq))
         return rec
 
+    def _published(self, n: int, kind: str, sk: str, payload: dict, seq: int):
+        "After-commit half of `_record`: the fault point 'after ledger append n', then the event stream."
+        if self._fault_after_appends and n >= self._fault_after_appends: fault_exit(f"after ledger append {n} ({kind})")
+        try: self.state.emit(sk, payload | {"ledger_kind": kind, "ledger_seq": seq})
+        except Exception as e: log.warning("event stream write failed (%s); the ledger has seq %s", type(e).__name__, seq)
+
     def _save(self, o: Order):
-        "Ledger first (any state change not yet recorded), then Redis."
+        "Ledger first (any state change not yet recorded), then, once that is durable, Redis (the order as it is now)."
         if self._recorded.get(o.client_order_id) != o.state.value:
             self._record("order", dict(order=o.to_dict(), action="update"))
-        self.state.upsert_order(o)
+        snap = Order.from_dict(o.to_dict())
+        self.ledger.after_commit(lambda: self.state.upsert_order(snap))
         if o.state in TERMINAL: self.orders.pop(o.client_order_id, None); self.done[o.client_order_id] = o
         else: self.orders[o.client_order_id] = o
+
+    # ---- one ledger transaction per step -----------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self):
+        """The step's ledger transaction (`Ledger.transaction`): its records are committed together at the end, and at
+        each `_commit_point` before an action the write-ahead rule guards."""
+        txn = getattr(self.ledger, "transaction", None)
+        with (txn() if txn is not None else nullcontext()):
+            self._in_txn = txn is not None
+            try:
+                yield
+                if self._in_txn: self._before_commit()
+            finally: self._in_txn = False
+
+    def _before_commit(self):
+        "Fault point 'before ledger commit k' of the crash tests."
+        self._commits += 1
+        if self._fault_before_commit and self._commits >= self._fault_before_commit: fault_exit(f"before ledger commit {self._commits}")
+
+    def _commit_point(self):
+        """Before a broker submit or an approval request: every record so far durable (`Ledger.checkpoint`; nothing to do
+        outside the step's transaction, where each append is durable at once)."""
+        if not self._in_txn: return
+        self._before_commit(); self.ledger.checkpoint()
 
     # ---- start and restart ------------------------------------------------------------------------------------------
     def _restore(self) -> tuple[dict[str, Order], dict[str, float]]:
@@ -251,18 +285,37 @@ class LiveTrader:
                 self._record("order", dict(order=o.to_dict(), action="cancel", reason=why))
                 self._save(o)
 
+    def _refuse_at_send(self, o: Order, ts, why: str) -> None:
+        "Kill switch / HALTED seen at send time (after an approval, say): a risk refusal like any other, on the feed."
+        o.reject(f"risk:cannot trade ({why})", at=ts)
+        self._record("risk_verdict", dict(client_order_id=o.client_order_id, symbol=o.symbol, reason=Reason.HALTED.name,
+                                          detail=why, at="send"), "risk_refusal")
+        self._record("order", dict(order=o.to_dict(), action="refused_at_send")); self._save(o)
+
     def _send(self, o: Order, ts) -> None:
-        "Write-ahead send: mark submitted, ledger, then the broker; a duplicate id is looked up, an unknown outcome stays in flight."
+        "Write-ahead send of one order (`_send_all`)."
+        self._send_all([o], ts)
+
+    def _send_all(self, orders: list[Order], ts) -> None:
+        """Write-ahead send: every order is marked submitted in the ledger (refused if trading is not allowed), one commit
+        makes those records durable, then the broker gets them one by one, the kill switch read again before each."""
         ok, why = self.state.can_trade()
-        if not ok:
-            # kill switch / HALTED seen at send time (after an approval, say): a risk refusal like any other, on the feed
-            o.reject(f"risk:cannot trade ({why})", at=ts)
-            self._record("risk_verdict", dict(client_order_id=o.client_order_id, symbol=o.symbol, reason=Reason.HALTED.name,
-                                              detail=why, at="send"), "risk_refusal")
-            self._record("order", dict(order=o.to_dict(), action="refused_at_send")); self._save(o); return
-        o.mark_submitted(at=ts)
-        self._record("order", dict(order=o.to_dict(), action="send"))  # raises → nothing sent
-        self._save(o)
+        ready = []
+        for o in orders:
+            if not ok: self._refuse_at_send(o, ts, why); continue
+            o.mark_submitted(at=ts)
+            self._record("order", dict(order=o.to_dict(), action="send"))  # raises → nothing sent
+            self._save(o); ready.append(o)
+        if not ready: return
+        self._commit_point()  # the write-ahead rule: the `send` records are durable before the broker sees an order
+        for j, o in enumerate(ready):
+            if j:  # the kill switch again; Redis gone mid-batch stops the job (STATE_DOWN): the restart sends the rest
+                ok, why = self.state.can_trade(raise_unreachable=True)
+                if not ok: self._refuse_at_send(o, ts, why); continue
+            self._submit(o, ts)
+
+    def _submit(self, o: Order, ts) -> None:
+        "The broker call of `_send_all`: a duplicate id is looked up, an unknown outcome stays in flight."
         try:
             bo = self.broker.submit(o); self._submits += 1
             if self._fault_after_submits and self._submits >= self._fault_after_submits: fault_exit(f"after broker accepted order {self._submits}")
@@ -283,6 +336,7 @@ class LiveTrader:
 
     def _process_approvals(self, ts, now: float):
         self.queue.expire_due()
+        to_send = []
         for cid, o in list(self.orders.items()):
             if o.state != OrderState.PENDING_APPROVAL: continue
             d = self.queue.decision(cid)
@@ -294,11 +348,12 @@ class LiveTrader:
                     o.reject(f"risk:{Reason(code).name}", at=ts)
                     self._record("risk_verdict", dict(client_order_id=cid, symbol=o.symbol, reason=Reason(code).name, at="send"), "risk_refusal")
                     self._save(o)
-                else: self._send(o, ts)
+                else: to_send.append(o)
             elif d == "rejected":
                 req = self.queue.get(cid); o.reject(f"supervisor:{req.decision_reason or 'rejected'}", at=ts); self._save(o)
             elif d == "expired":
                 o.expire(at=ts); self._save(o)
+        if to_send: self._send_all(to_send, ts)
 
     def _supersede_pending(self, ts):
         "A new rebalance decision replaces the earlier decisions still waiting for approval (rejected as superseded)."
@@ -324,7 +379,7 @@ class LiveTrader:
         plan = self.engine.plan(ts, now, d, pos, work, remember=False)
         if len(plan.sym_idx) == 0: return True
         self._record("decision", dict(run_id=self.run_id, session=str(ts), orders=int(len(plan.sym_idx)), accepted=int(plan.accepted.sum())))
-        conf = plan.confidence
+        conf, requests, to_send = plan.confidence, [], []
         for j, (i, q, c) in enumerate(zip(plan.sym_idx, plan.qty, plan.codes)):
             sym = self.symbols[i]
             if c != 0:
@@ -342,16 +397,21 @@ class LiveTrader:
                 self.counts["approval_requests"] += 1
                 o.request_approval(at=ts)
                 self._record("order", dict(order=o.to_dict(), action="pending_approval", reasons=reasons))
-                self.queue.submit(o, reasons, dict(forecast_score=float(np.nan_to_num(d.info.get("score", np.full(len(self.symbols), np.nan))[i])),
-                                                    confidence=float(np.nan_to_num(ci if ci is not None else np.nan)),
-                                                    notional=float(plan.notional[j]), weight_change=float(plan.weight_change[j]),
-                                                    target_weight=float(plan.weights[i]), session=str(ts)))
-                self._save(o)
+                requests.append((o, reasons, dict(forecast_score=float(np.nan_to_num(d.info.get("score", np.full(len(self.symbols), np.nan))[i])),
+                                                  confidence=float(np.nan_to_num(ci if ci is not None else np.nan)),
+                                                  notional=float(plan.notional[j]), weight_change=float(plan.weight_change[j]),
+                                                  target_weight=float(plan.weights[i]), session=str(ts))))
+            else:
+                self.risk.remember(now, [i], [q]); to_send.append(o)
+        if requests:
+            self._commit_point()  # the ledger has every `pending_approval` before a supervisor can see the request
+            for o, reasons, ctx in requests:
+                self.queue.submit(o, reasons, ctx); self._save(o)
                 if self.auto_approve:
                     self.queue.approve(o.client_order_id, "replay:auto")
                     self.counts["auto_approved"] += 1
-            else:
-                self.risk.remember(now, [i], [q]); self._send(o, ts)
+            self._commit_point()  # the queue's own records (request, approval) durable now, not at the end of the step
+        if to_send: self._send_all(to_send, ts)
         if self.auto_approve: self._process_approvals(ts, now)
         return True
 
@@ -417,11 +477,17 @@ class LiveTrader:
         return bad
 
     def step(self, t: int):
-        "Run session `t` (index into `sessions`)."
+        """Run session `t` (index into `sessions`). Its ledger records are one transaction (`_transaction`), committed
+        before each broker submit or approval request and at the end; its Redis marks one round trip (`LiveState.batch`)."""
         ts = self.sessions[t]; now = ts.value / 1e9
         begin = getattr(self.strategy, "begin_session", None)
         if begin is not None: begin(ts)  # the session's model versions are fixed here: a promotion counts from the next session
-        self.state.heartbeat(self.job)
+        with self._transaction(): decided = self._step(t, ts, now)
+        if decided and self.approval_wait > 0: self._wait_for_approvals(ts, now)
+        self.state.r.set(self._last_session_key, ts.isoformat())
+
+    def _step(self, t: int, ts, now: float) -> bool:
+        "The body of `step`; returns whether the strategy decided (orders may wait for approval)."
         row = self.close.iloc[t].to_numpy(dtype=float)
         bad = self._session_gate(ts, row)  # symbols whose bar failed validation: not priced, not filled, no decision
         ok = np.isfinite(row) & (row > 0) & ~bad
@@ -430,17 +496,12 @@ class LiveTrader:
         if hasattr(self.broker, "on_bar") and (last_bar is None or pd.Timestamp(last_bar) < ts): self.broker.on_bar(ts, prices)
         self._sync_orders(ts)
         acct = self.broker.account()
-        self.state.set_positions(self.broker.positions()); self.state.set_account(acct.cash, acct.equity)
-        self.state.set_last_prices(prices, ts)
         changed = self.engine.mark(ts, now, np.where(ok, row, np.nan), equity=float(acct.equity))  # the one step's marks + breakers
         self.equity = self.engine.equity; self.counts["sessions"] += 1
         if self.metrics is not None:
             self.metrics.set_equity(self.equity, self.sm.peak_equity, self.sm.day_start_equity); self.metrics.set_session(ts)
             self.metrics.heartbeat()
-        if self.alerter is not None:
-            self.alerter.check_live(self.state, self.queue, self.run_id, self.s, drawdown=1 - self.equity / self.sm.peak_equity)
-        self.history.append((ts, self.equity, float(acct.cash))); self.state.record_equity(ts, self.equity)
-        self.state.set_job_session(ts, self.equity)  # dashboard: the session being traded and this run's own equity curve
+        self.history.append((ts, self.equity, float(acct.cash)))
         if changed is not None:
             ch = self.sm.changes[-1]
             self.state.set_trading_state(changed, ch.who, ch.reason)
@@ -449,7 +510,14 @@ class LiveTrader:
         if stored is not None and stored != self.sm.state and stored != TradingState.ACTIVE: self.sm.state = stored
         elif stored == TradingState.ACTIVE and self.sm.state != TradingState.ACTIVE:
             self.sm.release("supervisor (via state)", "trading state set ACTIVE in Redis", ts, self.equity)
-        if self.circuit_breakers: self.state.save_breakers(self.run_id, self.sm.snapshot(), ts)  # issue 16.7
+        with self.state.batch():  # the session's marks: one round trip
+            self.state.heartbeat(self.job)
+            self.state.set_positions(self.broker.positions()); self.state.set_account(acct.cash, acct.equity)
+            self.state.set_last_prices(prices, ts); self.state.record_equity(ts, self.equity)
+            self.state.set_job_session(ts, self.equity, run_id=self.run_id)  # dashboard: the session traded, the run's own curve
+            if self.circuit_breakers: self.state.save_breakers(self.run_id, self.sm.snapshot(), ts)  # issue 16.7
+        if self.alerter is not None:
+            self.alerter.check_live(self.state, self.queue, self.run_id, self.s, drawdown=1 - self.equity / self.sm.peak_equity)
         self._process_approvals(ts, now)
         can, why = self.state.can_trade()
         if not can:
@@ -458,9 +526,8 @@ class LiveTrader:
         elif bad.any():
             self._record("alert", dict(run_id=self.run_id, session=str(ts), alert="no decision this session: market data failed validation",
                                        symbols=[self.symbols[i] for i in np.flatnonzero(bad)]))
-        elif self._timed_decide(t, ts, now) and self.approval_wait > 0:
-            self._wait_for_approvals(ts, now)
-        self.state.r.set(self._last_session_key, ts.isoformat())
+        else: return self._timed_decide(t, ts, now)
+        return False
 
     def run(self, start=None, end=None, speed: float = 0.0, max_sessions: int | None = None, progress: bool = False) -> pd.DataFrame:
         """Replay sessions in [start, end] (after the last completed one on a restart) at `speed` seconds per session
@@ -478,6 +545,8 @@ class LiveTrader:
                 session = self.sessions[t]
                 self.step(t)
                 if speed > 0: time.sleep(speed)
+            sync = getattr(self.broker, "sync", None)
+            if sync is not None: sync()  # the last bars' journal lines (a bar without fills is not fsync'd at once)
         except STATE_DOWN as e:
             raise state_unavailable_halt(self.ledger, e, self.run_id, session, self.job) from e
         return pd.DataFrame(self.history, columns=["session", "equity", "cash"]).set_index("session")
