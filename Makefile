@@ -107,6 +107,8 @@ bench: install
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/risk.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/decision.py
 
 clean-venv:
 	rm -rf $(VENV)
