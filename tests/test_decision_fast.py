@@ -2,13 +2,16 @@
 standardised rows kept in a ring) gives the same forecasts as the batch path (compute_features over the whole history
 -> Forecaster.predict on frames), session by session over a multi-day window of real data."""
 import numpy as np
+import pytest
 
 from trading_lib.data.sources import EmbeddedSource
 from trading_lib.features import FEATURE_NAMES, FeatureState, align_series, compute_features, make_labels
 from trading_lib.models.base import LightGBMForecaster, LSTMForecaster
 
 
-def test_hot_path_forecasts_equal_batch_forecasts():
+@pytest.mark.parametrize("inputs", ["global", "cross_section"])
+def test_hot_path_forecasts_equal_batch_forecasts(inputs):
+    "`inputs`: the LSTM's input scaling (cross_section: each date's rows z-scored across symbols, also on the hot path)."
     src = EmbeddedSource()
     bars = src.bars(None, "2012-01-01", "2018-12-31")
     times = bars.index.get_level_values(0).unique()
@@ -19,7 +22,8 @@ def test_hot_path_forecasts_equal_batch_forecasts():
     tr = (t >= times[260]) & (t < times[1200])
     gbm = LightGBMForecaster([1, 5, 20], n_estimators=20).fit(F[tr][cols], L[tr])
     lb = 5
-    lstm = LSTMForecaster([1, 5, 20], lookback=lb, hidden=8, epochs=1, device="cpu", progress=False).fit(F[tr][cols], L[tr])
+    lstm = LSTMForecaster([1, 5, 20], lookback=lb, hidden=8, epochs=1, device="cpu", progress=False,
+                         inputs=inputs).fit(F[tr][cols], L[tr])
     first, n = len(times) - 25, bars.index.get_level_values(1).nunique()
     fs = FeatureState.from_bars(bars.loc[: times[first - 1]], bench, None)
     cidx = [FEATURE_NAMES.index(c) for c in cols]

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['FORECASTER_CLASSES', 'FORECAST_COLUMNS', 'FORECASTERS', 'label_horizons', 'check_features', 'label_matrix',
            'fit_confidence', 'apply_confidence', 'Forecaster', 'LightGBMForecaster', 'lookback_windows',
-           'resolve_device', 'masked_mse', 'train_loop', 'WindowForecaster', 'LSTMForecaster']
+           'cross_section_zscore', 'resolve_device', 'masked_mse', 'train_loop', 'WindowForecaster', 'LSTMForecaster']
 
 # %% ../../nbs/models/05_base.ipynb #efb8737d
 _IDX = ("timestamp", "symbol")
@@ -348,6 +348,27 @@ def _symbol_major(index: pd.MultiIndex) -> tuple[np.ndarray, np.ndarray]:
     perm = np.lexsort((t, codes))
     return perm, codes[perm]
 
+# %% ../../nbs/models/05_base.ipynb #60f0ccab
+def cross_section_zscore(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Z-scores of the columns of `x` (n, k) float64 within each group of rows sharing a `codes` value (n,) int (a
+    date): (x − mean) / std over the group's non-NaN values (population std); 0 where the group's std ≤ 1e-12, NaN
+    where x is NaN. Returns a new (n, k) array."""
+    x = np.asarray(x, dtype="float64"); codes = np.asarray(codes)
+    if x.ndim != 2 or codes.shape != (len(x),): raise ValueError(f"x must be (n, k) and codes (n,), got {x.shape} and {codes.shape}")
+    if not len(x): return x.copy()
+    order = np.argsort(codes, kind="stable"); xs = x[order]; cs = codes[order]
+    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    ok = ~np.isnan(xs); v = np.where(ok, xs, 0.0)
+    n = np.add.reduceat(ok.astype("float64"), starts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.add.reduceat(v, starts, axis=0) / n; m2 = np.add.reduceat(v * v, starts, axis=0) / n
+        sd = np.sqrt(np.maximum(m2 - mu ** 2, 0.0))
+        rep = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(xs)]))
+        mu, sd = mu[rep], sd[rep]
+        zs = np.where(sd > 1e-12, (xs - mu) / sd, np.where(ok, 0.0, np.nan))
+    out = np.empty_like(zs); out[order] = zs
+    return out
+
 # %% ../../nbs/models/05_base.ipynb #c239eb8e
 def resolve_device(device: str = "auto") -> torch.device:
     "'auto' → CUDA when available else CPU; 'cuda' without a GPU is an error."
@@ -489,13 +510,8 @@ class WindowForecaster(Forecaster):
         x = X.to_numpy(dtype="float64", copy=True)
         if self.inputs != "cross_section" or not self.cs_cols_: return x
         j = [X.columns.get_loc(c) for c in self.cs_cols_]
-        ts = X.index.get_level_values("timestamp")
-        sub = pd.DataFrame(x[:, j], index=ts)
-        g = sub.groupby(level=0)
-        mu, m2 = g.transform("mean").to_numpy(), (sub ** 2).groupby(level=0).transform("mean").to_numpy()
-        sd = np.sqrt(np.maximum(m2 - mu ** 2, 0.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x[:, j] = np.where(sd > 1e-12, (x[:, j] - mu) / sd, np.where(np.isnan(x[:, j]), np.nan, 0.0))
+        codes = pd.factorize(X.index.get_level_values("timestamp"))[0]
+        x[:, j] = cross_section_zscore(x[:, j], codes)
         return x
 
     def _standardise(self, x: np.ndarray) -> tuple[np.ndarray, int]:
@@ -530,11 +546,10 @@ class WindowForecaster(Forecaster):
         """Network input rows (n, n_features) float32 for raw feature rows `x` (n, n_features) in `feature_names_`
         order: standardised with the training mean/std, NaN → 0 — exactly what `predict` feeds the net. With
         inputs='cross_section' the rows must be one date's cross-section (they are z-scored across the rows first)."""
-        x = np.asarray(x, dtype="float64")
-        if self.inputs == "cross_section" and self.cs_cols_:
-            ix = pd.MultiIndex.from_arrays([pd.DatetimeIndex([pd.Timestamp(0, tz="UTC")] * len(x)), np.arange(len(x))],
-                                           names=["timestamp", "symbol"])
-            x = self._cross_section(pd.DataFrame(x, index=ix, columns=self.feature_names_))
+        x = np.array(x, dtype="float64")
+        if self.inputs == "cross_section" and self.cs_cols_:  # one date: no pandas on the live hot path
+            j = [self.feature_names_.index(c) for c in self.cs_cols_]
+            x[:, j] = cross_section_zscore(x[:, j], np.zeros(len(x), dtype=np.int64))
         return self._standardise(x)[0]
 
     def predict_windows(self, z: np.ndarray) -> np.ndarray:
