@@ -4,7 +4,7 @@
   Forecaster.predict on pandas frames -> groupby -> top-k weights -> orders -> pre-trade checks (PreTradeRisk).
 * hot path (incremental): FeatureState.update (the newest row from rolling state, no window recomputed) -> LightGBM
   predict_array and LSTM predict_windows (torch inference mode) on preallocated arrays, the LSTM's standardised rows
-  kept in a ring -> top-k weights -> orders -> compiled pre-trade checks (CompiledPreTradeRisk). No pandas.
+  kept in a doubled ring (the window is a slice, no copy) -> top-k weights -> orders -> compiled pre-trade checks (CompiledPreTradeRisk). No pandas.
 
 The hot path's forecasts are checked against the batch forecasts on the same full-history features (they must be
 equal; tests/test_decision_fast.py asserts it on real data). Target (issue 12): p50 < 5 ms, p99 < 20 ms in total.
@@ -91,9 +91,11 @@ fs = FeatureState.from_bars(bars.loc[: times[first - 1]], bench.loc[: times[firs
 gbm, lstm = models["lightgbm"], models["lstm"]
 cidx = np.array([FEATURE_NAMES.index(c) for c in cols]); hk = lstm.horizons_.index(hz)
 Fw = F[cols].to_numpy().reshape(DAYS, N, len(cols))  # batch features (full history) = what FeatureState continues
-ring = np.empty((lb, N, len(cols)), np.float32)  # standardised rows of the last `lb` sessions, slot = session % lb
-for t in range(first - lb + 1, first): ring[t % lb] = lstm.standardise_rows(Fw[t])
-x = np.empty((N, len(cols))); z = np.empty((N, lb, len(cols)), np.float32)
+# standardised rows of the last `lb` sessions in a doubled ring (session t in slots t % lb and t % lb + lb), so the
+# window of sessions d-lb+1..d is one slice buf[:, (d+1) % lb:][:, :lb], oldest first, with no copy
+buf = np.empty((N, 2 * lb, len(cols)), np.float32)
+for t in range(first - lb + 1, first): buf[:, t % lb] = buf[:, t % lb + lb] = lstm.standardise_rows(Fw[t])
+x = np.empty((N, len(cols)))
 C = bars["close"].to_numpy().reshape(DAYS, N); bv = bench.to_numpy()
 stages = {k: [] for k in ["features (FeatureState)", "lightgbm", "lstm", "weights", "orders", "checks (compiled)"]}
 total, worst = [], 0.0
@@ -104,8 +106,8 @@ for d in range(first, DAYS):
     c1 = time.perf_counter(); stages["features (FeatureState)"].append(c1 - c0)
     p1 = gbm.predict_array(x, [hz])[:, 0]
     c2 = time.perf_counter(); stages["lightgbm"].append(c2 - c1)
-    ring[d % lb] = lstm.standardise_rows(x)
-    for k in range(lb): z[:, k] = ring[(d - lb + 1 + k) % lb]
+    buf[:, d % lb] = buf[:, d % lb + lb] = lstm.standardise_rows(x)
+    z = buf[:, (d + 1) % lb:(d + 1) % lb + lb]
     p2 = lstm.predict_windows(z)[:, hk]
     c3 = time.perf_counter(); stages["lstm"].append(c3 - c2)
     w = target_weights(((p1 + p2) / 2)[None], "topk", 50, 0.05)[0]
