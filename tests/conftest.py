@@ -13,7 +13,9 @@ def project_copy(tmp_path):
     import shutil
     shutil.copy(ROOT / "settings.ini", tmp_path / "settings.ini")
     shutil.copytree(ROOT / "scheduled", tmp_path / "scheduled")
-    return tmp_path
+    yield tmp_path
+    from trading_lib.live.state import stop_embedded
+    stop_embedded(tmp_path / "runs" / "live" / "redis", force=True)  # a job's embedded Redis outlives it by design
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ def train_runs(tmp_path_factory):
     shutil.copy(ROOT / "settings.ini", root / "settings.ini"); shutil.copytree(ROOT / "scheduled", root / "scheduled")
     a = run_job("train", dict(SMALL), root=root, progress=False)
     b = run_job("train", dict(SMALL), root=root, progress=False)
-    return root, a, b
+    yield root, a, b
+    from trading_lib.live.state import stop_embedded
+    stop_embedded(root / "runs" / "live" / "redis", force=True)  # the replays' embedded Redis outlives them by design
 
 
 def test_train_outputs_and_determinism(train_runs):
