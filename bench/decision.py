@@ -2,9 +2,11 @@
 
 * batch (the former path, for reference): compute_features over the trailing 260-session window, newest row kept ->
   Forecaster.predict on pandas frames -> groupby -> top-k weights -> orders -> pre-trade checks (PreTradeRisk).
-* hot path (incremental): FeatureState.update (the newest row from rolling state, no window recomputed) -> LightGBM
-  predict_array and LSTM predict_windows (torch inference mode) on preallocated arrays, the LSTM's standardised rows
-  kept in a doubled ring (the window is a slice, no copy) -> top-k weights -> orders -> compiled pre-trade checks (CompiledPreTradeRisk). No pandas.
+* hot path (incremental): FeatureState.update (the newest row from rolling state, no window recomputed) -> one
+  models.online.OnlineForecaster per model (the live trader's ChampionForecasts serves through the same class):
+  LightGBM predict_array, LSTM predict_windows (torch inference mode) with its standardised rows kept in a doubled
+  ring (the window is a slice, no copy) -> top-k weights -> orders -> compiled pre-trade checks (CompiledPreTradeRisk).
+  No pandas.
 
 The hot path's forecasts are checked against the batch forecasts on the same full-history features (they must be
 equal; tests/test_decision_fast.py asserts it on real data). Target (issue 12): p50 < 5 ms, p99 < 20 ms in total.
@@ -24,6 +26,7 @@ torch.set_num_threads(1)
 from trading_lib.config import load_settings
 from trading_lib.features import FEATURE_NAMES, FeatureState, compute_features, make_labels, synthetic_bars
 from trading_lib.models.factory import make_forecaster
+from trading_lib.models.online import OnlineForecaster
 from trading_lib.portfolio.weights import target_weights
 from trading_lib.trading.engine import rebalance_orders
 from trading_lib.trading.fast import CompiledPreTradeRisk
@@ -89,26 +92,19 @@ report(f"batch path, one decision, {N} symbols, {BATCH_REPS} decisions (ms):", s
 first = DAYS - REPS  # the first decision's session
 fs = FeatureState.from_bars(bars.loc[: times[first - 1]], bench.loc[: times[first - 1]], None)
 gbm, lstm = models["lightgbm"], models["lstm"]
-cidx = np.array([FEATURE_NAMES.index(c) for c in cols]); hk = lstm.horizons_.index(hz)
-Fw = F[cols].to_numpy().reshape(DAYS, N, len(cols))  # batch features (full history) = what FeatureState continues
-# standardised rows of the last `lb` sessions in a doubled ring (session t in slots t % lb and t % lb + lb), so the
-# window of sessions d-lb+1..d is one slice buf[:, (d+1) % lb:][:, :lb], oldest first, with no copy
-buf = np.empty((N, 2 * lb, len(cols)), np.float32)
-for t in range(first - lb + 1, first): buf[:, t % lb] = buf[:, t % lb + lb] = lstm.standardise_rows(Fw[t])
-x = np.empty((N, len(cols)))
+on_g, on_l = (OnlineForecaster(m, fs.symbols, FEATURE_NAMES, horizons=[hz]) for m in (gbm, lstm))
+Fw = F.to_numpy().reshape(DAYS, N, len(FEATURE_NAMES))  # batch features (full history) = what FeatureState continues
+for t in range(first - lb + 1, first): on_l.observe(times[t], Fw[t])  # the LSTM's window before the first decision
 C = bars["close"].to_numpy().reshape(DAYS, N); bv = bench.to_numpy()
 stages = {k: [] for k in ["features (FeatureState)", "lightgbm", "lstm", "weights", "orders", "checks (compiled)"]}
 total, worst = [], 0.0
 for d in range(first, DAYS):
     c0 = time.perf_counter()
     row = fs.update(times[d], C[d], bv[d])
-    np.take(row, cidx, axis=1, out=x)
     c1 = time.perf_counter(); stages["features (FeatureState)"].append(c1 - c0)
-    p1 = gbm.predict_array(x, [hz])[:, 0]
+    p1 = on_g.update(times[d], row)[:, 0]
     c2 = time.perf_counter(); stages["lightgbm"].append(c2 - c1)
-    buf[:, d % lb] = buf[:, d % lb + lb] = lstm.standardise_rows(x)
-    z = buf[:, (d + 1) % lb:(d + 1) % lb + lb]
-    p2 = lstm.predict_windows(z)[:, hk]
+    p2 = on_l.update(times[d], row)[:, 0]
     c3 = time.perf_counter(); stages["lstm"].append(c3 - c2)
     w = target_weights(((p1 + p2) / 2)[None], "topk", 50, 0.05)[0]
     c4 = time.perf_counter(); stages["weights"].append(c4 - c3)

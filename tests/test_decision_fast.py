@@ -1,5 +1,5 @@
-"""The live hot path (FeatureState rows -> LightGBM.predict_array and LSTM.predict_windows on arrays, the LSTM's
-standardised rows kept in a ring) gives the same forecasts as the batch path (compute_features over the whole history
+"""The live hot path (FeatureState rows -> models.online.OnlineForecaster: LightGBM.predict_array and
+LSTM.predict_windows on arrays, the LSTM's standardised rows kept in a ring) gives the same forecasts as the batch path (compute_features over the whole history
 -> Forecaster.predict on frames), session by session over a multi-day window of real data."""
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ import pytest
 from trading_lib.data.sources import EmbeddedSource
 from trading_lib.features import FEATURE_NAMES, FeatureState, align_series, compute_features, make_labels
 from trading_lib.models.base import LightGBMForecaster, LSTMForecaster
+from trading_lib.models.online import OnlineForecaster
 
 
 @pytest.mark.parametrize("inputs", ["global", "cross_section"])
@@ -27,17 +28,16 @@ def test_hot_path_forecasts_equal_batch_forecasts(inputs):
     first, n = len(times) - 25, bars.index.get_level_values(1).nunique()
     fs = FeatureState.from_bars(bars.loc[: times[first - 1]], bench, None)
     cidx = [FEATURE_NAMES.index(c) for c in cols]
-    ring = np.empty((lb, n, len(cols)), np.float32)
-    for d in range(first - lb + 1, first):
-        ring[d % lb] = lstm.standardise_rows(F.xs(times[d], level="timestamp")[cols].to_numpy())
+    on_g, on_l = OnlineForecaster(gbm, fs.symbols, FEATURE_NAMES), OnlineForecaster(lstm, fs.symbols, FEATURE_NAMES)
+    assert (on_g.kind, on_l.kind) == ("array", "window")
+    for d in range(first - lb + 1, first): on_l.observe(times[d], F.xs(times[d], level="timestamp").to_numpy())
     close = bars["close"].unstack("symbol").reindex(columns=fs.symbols).to_numpy()
     b = align_series(bench, times, "benchmark").to_numpy()
     for d in range(first, len(times)):  # 25 sessions
-        x = np.ascontiguousarray(fs.update(times[d], close[d], b[d])[:, cidx])
-        ring[d % lb] = lstm.standardise_rows(x)
-        z = np.ascontiguousarray(np.stack([ring[(d - lb + 1 + k) % lb] for k in range(lb)], axis=1))
+        row = fs.update(times[d], close[d], b[d])
+        x = np.ascontiguousarray(row[:, cidx])
         want_g = gbm.predict(F.loc[[times[d]], cols])["prediction"].to_numpy().reshape(n, 3)
         want_l = lstm.predict(F.loc[times[d - lb - 2]:times[d], cols], start=times[d])["prediction"].to_numpy().reshape(n, 3)
-        np.testing.assert_array_equal(gbm.predict_array(x), want_g, err_msg=f"lightgbm at {times[d]}")
+        np.testing.assert_array_equal(on_g.update(times[d], row), want_g, err_msg=f"lightgbm at {times[d]}")
         np.testing.assert_array_equal(gbm.predict_array(x, [20])[:, 0], want_g[:, 2])
-        np.testing.assert_array_equal(lstm.predict_windows(z), want_l, err_msg=f"lstm at {times[d]}")
+        np.testing.assert_array_equal(on_l.update(times[d], row), want_l, err_msg=f"lstm at {times[d]}")

@@ -675,8 +675,11 @@ class ChampionForecasts(ForecastStrategy):
     (`SchemaMismatchError`, KeyError for a version gone) and it forecasts from its own feature columns in their trained
     order; a version already loaded is reused. No champion: fitted once on rows with timestamp ≤ the session's
     date minus the longest horizon (labels realised by then; validation slice as the walk-forward's), version
-    `unregistered:fit-at-<date>`; ValueError with under a year of such rows. `model_versions`: {model: version} of the
-    current session; `versions_by_session`: {session: that dict}; `forecasts`: the current session's forecast rows."""
+    `unregistered:fit-at-<date>`; ValueError with under a year of such rows. On a rebalance session each version
+    forecasts through its `models.online.OnlineForecaster` (the live hot path: arrays, window rings fed session by
+    session; the same numbers as the version's `predict` on the frame of the last `lstm_lookback` + 6 sessions).
+    `model_versions`: {model: version} of the current session; `versions_by_session`: {session: that dict};
+    `forecasts`: the forecast rows of the last rebalance session."""
     def __init__(self, market, settings: Settings, registry, models: list[str] | None = None, features=None, **kw):
         from trading_lib.features import build_dataset
         feats, labels = features if features is not None else build_dataset(market, settings)
@@ -689,6 +692,12 @@ class ChampionForecasts(ForecastStrategy):
                               "confidence": pd.Series([], dtype=float), "model": pd.Series([], dtype=object)})
         super().__init__(empty, settings, models=names, **kw)
         self._loaded: dict = {}  # (model, version) -> (served model, feature columns)
+        self._online: dict = {}  # (model, version) -> (OnlineForecaster, position of the last date it observed)
+        # the features as arrays: the rows of date k are _vals[_bounds[k]:_bounds[k + 1]], symbols _scode into _fsyms
+        self._fsyms = sorted(feats.index.get_level_values("symbol").unique())
+        self._vals = feats.to_numpy(dtype="float64", copy=False)
+        self._bounds = np.r_[self._t.searchsorted(self._dates), len(feats)]
+        self._scode = pd.Index(self._fsyms).get_indexer(feats.index.get_level_values("symbol"))
         self.model_versions: dict = {}; self.versions_by_session: dict = {}; self._session = None
 
     def prepare(self, symbols, sessions):
@@ -731,17 +740,37 @@ class ChampionForecasts(ForecastStrategy):
             vers[m] = v
         self._session, self.model_versions = ts, vers
         self.versions_by_session[ts] = dict(vers)
-        self._forecast(ts)
+        if ts not in self.sessions or self.is_rebalance(ts): self._forecast(ts)  # no decision, no forecast
         return vers
+
+    def _session_rows(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        "(feature rows (n_symbols, n_features) of date k, NaN where absent; present (n_symbols,) bool)."
+        i0, i1 = self._bounds[k], self._bounds[k + 1]; sc = self._scode[i0:i1]
+        rows = np.full((len(self._fsyms), self._vals.shape[1]), np.nan); rows[sc] = self._vals[i0:i1]
+        present = np.zeros(len(self._fsyms), bool); present[sc] = True
+        return rows, present
+
+    def _online_at(self, m: str, v: str, k: int):
+        "Version (m, v)'s OnlineForecaster, having observed the dates up to position k (the last `history` at least)."
+        from trading_lib.models.online import OnlineForecaster
+        H = self.settings.models.lstm_lookback + 6  # the sessions the frame path read: the session and lookback + 5 before
+        on, last = self._online.get((m, v), (None, -1))
+        if on is None or k <= last or k - last > H:  # new, or too far behind to catch up: start from the last H dates
+            on = OnlineForecaster(self._loaded[(m, v)][0], self._fsyms, list(self.feats.columns), history=H, name=m)
+            last = k - H
+        for j in range(max(last + 1, 0), k + 1): on.observe(self._dates[j], *self._session_rows(j))
+        self._online[(m, v)] = (on, k)
+        return on
 
     def _forecast(self, ts):
         i = self.sessions.get_loc(ts) if ts in self.sessions else None
-        lo = self._dates[max(int(self._dates.searchsorted(ts)) - self.settings.models.lstm_lookback - 5, 0)]
-        X = self._rows(lo, ts); parts = []
-        for m, v in self.model_versions.items():
-            f, cols = self._loaded[(m, v)]
-            parts.append(f.predict(X[cols], start=ts).assign(model=m))
-        self.forecasts = pd.concat(parts, ignore_index=True)
+        k = int(self._dates.searchsorted(ts))
+        if k < len(self._dates) and self._dates[k] == ts:  # a date of the features: each version forecasts it
+            parts = []
+            for m, v in self.model_versions.items():
+                on = self._online_at(m, v, k); on.forecast(); parts.append(on.forecast_frame())
+            self.forecasts = pd.concat(parts, ignore_index=True)
+        else: self.forecasts = self.forecasts.iloc[:0]
         if i is None: return
         fc = self.forecasts[self.forecasts["horizon"] == self.horizon]
         if fc.empty: log.warning("session %s: the champions made no forecast at horizon %s", ts, self.horizon); return

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 
 from .base import Forecaster, WindowForecaster
 
@@ -276,3 +277,14 @@ class OnnxServer:
     def __getattr__(self, k):   # horizons_, feature_names_, name, ... of the served model
         if k in ("model", "_served"): raise AttributeError(k)
         return getattr(self._served, k)
+
+# %% ../../nbs/models/08_registry.ipynb #3b8183c8
+@patch
+def predict_windows(self: OnnxServer, z: np.ndarray) -> np.ndarray:
+    """Point forecasts (n, n_horizons) float64 for standardised windows `z` (n, lookback, n_features) float32 (rows
+    from `standardise_rows`, oldest first) through ONNX Runtime: the served model's `predict_windows` with the net
+    replaced, exactly as `predict` replaces it. ValueError for a wrong shape."""
+    m = self.model
+    if z.ndim != 3 or z.shape[1:] != (m.lookback, len(m.feature_names_)):
+        raise ValueError(f"{m.name}: z must be (n, {m.lookback}, {len(m.feature_names_)}), got {z.shape}")
+    return m._outputs_to_point(self.run(z).astype(np.float64)) * m.y_std_ + m.y_mean_
