@@ -32,7 +32,7 @@ from .approvals import ApprovalPolicy, ApprovalQueue
 from .state import EVENT_KINDS, STATE_DOWN, LiveState, state_unavailable_halt
 from ..trading.engine import Engine
 from ..trading.risk import Reason, TradingState
-from ..trading.strategy import ForecastStrategy, ScheduledStrategy, Strategy, as_decision, ensemble_scores
+from ..trading.strategy import ForecastStrategy, ScheduledStrategy, Strategy, as_decision, ensemble_arrays
 
 log = logging.getLogger("trading_lib.live.trader")
 
@@ -702,6 +702,7 @@ class ChampionForecasts(ForecastStrategy):
 
     def prepare(self, symbols, sessions):
         ScheduledStrategy.prepare(self, symbols, sessions)
+        self._to_run = pd.Index(self._fsyms).get_indexer(self.symbols)  # the run's symbols among the features' (-1: none)
         self.score, self.mu, self.conf = (np.full((len(self.sessions), len(self.symbols)), np.nan) for _ in range(3))
 
     def _rows(self, lo, hi) -> pd.DataFrame:
@@ -765,16 +766,22 @@ class ChampionForecasts(ForecastStrategy):
     def _forecast(self, ts):
         i = self.sessions.get_loc(ts) if ts in self.sessions else None
         k = int(self._dates.searchsorted(ts))
+        served = []
         if k < len(self._dates) and self._dates[k] == ts:  # a date of the features: each version forecasts it
-            parts = []
-            for m, v in self.model_versions.items():
-                on = self._online_at(m, v, k); on.forecast(); parts.append(on.forecast_frame())
-            self.forecasts = pd.concat(parts, ignore_index=True)
+            served = [(m, self._online_at(m, v, k)) for m, v in sorted(self.model_versions.items())]
+            for _, on in served: on.forecast()
+            self.forecasts = pd.concat([on.forecast_frame() for _, on in served], ignore_index=True)
         else: self.forecasts = self.forecasts.iloc[:0]
         if i is None: return
-        fc = self.forecasts[self.forecasts["horizon"] == self.horizon]
-        if fc.empty: log.warning("session %s: the champions made no forecast at horizon %s", ts, self.horizon); return
-        sc, mu, cf = ensemble_scores(fc, self.horizon, self.sessions[i:i + 1], self.symbols, self.models)
+        # the session's scores from the forecast arrays (ensemble_arrays: the arithmetic of ensemble_scores, no frame)
+        P, C = (np.full((max(len(served), 1), 1, len(self.symbols)), np.nan) for _ in range(2))
+        ok = self._to_run >= 0
+        for q, (_, on) in enumerate(served):
+            if self.horizon not in on.horizons: continue
+            j = on.horizons.index(self.horizon)
+            P[q, 0, ok] = on.forecast()[self._to_run[ok], j]; C[q, 0, ok] = on.confidence()[self._to_run[ok], j]
+        if np.isnan(P).all(): log.warning("session %s: the champions made no forecast at horizon %s", ts, self.horizon); return
+        sc, mu, cf = ensemble_arrays(P, C, self.horizon)
         self.score[i], self.mu[i], self.conf[i] = sc[0], mu[0], cf[0]
 
     def target_weights(self, ctx):

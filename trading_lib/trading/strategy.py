@@ -19,8 +19,8 @@ from ..util import load_object
 # %% auto #0
 __all__ = ['PORTFOLIO_METHODS', 'BUILTIN_STRATEGIES', 'STRATEGY_PREFIXES', 'KNOWN_PREFIXES', 'SessionContext', 'Decision',
            'Strategy', 'as_decision', 'ScheduledStrategy', 'EqualWeight', 'BuyAndHold', 'FixedWeights',
-           'ensemble_scores', 'ScoreStrategy', 'ForecastStrategy', 'register_strategy_prefix', 'check_strategy_name',
-           'make_strategy']
+           'ensemble_arrays', 'ensemble_scores', 'ScoreStrategy', 'ForecastStrategy', 'register_strategy_prefix',
+           'check_strategy_name', 'make_strategy']
 
 # %% ../../nbs/trading/13_strategy.ipynb #3863acc2
 @dataclass
@@ -108,27 +108,50 @@ class FixedWeights(Strategy):
         return None if np.isnan(w).all() else np.nan_to_num(w, nan=0.0)
 
 # %% ../../nbs/trading/13_strategy.ipynb #230892d5
+def _mean_over_models(stack: np.ndarray) -> np.ndarray:
+    "Mean over axis 0 of the finite values; NaN where none."
+    with np.errstate(all="ignore"):
+        cnt = np.isfinite(stack).sum(0)
+        return np.where(cnt > 0, np.nansum(stack, 0) / np.maximum(cnt, 1), np.nan)
+
+def ensemble_arrays(predictions: np.ndarray, confidence: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, expected daily return, confidence): three (T, N) arrays from per-model forecasts `predictions` and
+    their `confidence`, (M, T, N) float arrays (models × sessions × symbols, NaN = no forecast). score = mean over
+    models of each session's cross-sectional z-score of the prediction ((p − mean) / std over the symbols with a
+    forecast, population std, NumPy's pairwise sums; NaN where the std is 0 or below 1e-12 × |mean|: equal forecasts whose
+    spread is rounding); expected return = mean prediction /
+    `horizon` (per day); confidence = mean confidence. NaN where no model forecasts. The arithmetic of
+    `ensemble_scores`, on arrays: the live trader scores a session with it, without a frame."""
+    P = np.asarray(predictions, dtype="float64")
+    if P.ndim != 3 or np.shape(confidence) != P.shape:
+        raise ValueError(f"predictions and confidence must both be (models, sessions, symbols), got {P.shape} and {np.shape(confidence)}")
+    nan = np.isnan(P); n = P.shape[2] - np.count_nonzero(nan, axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.where(nan, 0.0, P).sum(axis=2, keepdims=True) / n
+        d = P - mu
+        sd = np.sqrt(np.where(nan, 0.0, d * d).sum(axis=2, keepdims=True) / n)
+        Z = np.where(sd > 1e-12 * np.abs(mu), d / sd, np.nan)  # a constant cross-section carries no ranking
+    return _mean_over_models(Z), _mean_over_models(P) / horizon, _mean_over_models(np.asarray(confidence, dtype="float64"))
+
 def ensemble_scores(forecasts: pd.DataFrame, horizon: int, sessions: pd.DatetimeIndex, symbols, models=None):
     """(score, expected daily return, confidence): three (T, N) arrays over `sessions` × `symbols` from a long
-    forecasts table (timestamp, symbol, horizon, prediction, confidence, model). score = mean over models of the
-    cross-sectional z-score of `prediction`; expected return = mean prediction / horizon (per day); confidence = mean
-    confidence. NaN where no model forecasts. Raises ValueError when no forecast has `horizon` (and `models`)."""
+    forecasts table (timestamp, symbol, horizon, prediction, confidence, model), by `ensemble_arrays` (models in name
+    order). Rows outside `sessions` × `symbols` are ignored. Raises ValueError when no forecast has `horizon` (and
+    `models`), or for two rows of one (model, timestamp, symbol)."""
     fc = forecasts[forecasts["horizon"] == horizon]
     if models is not None: fc = fc[fc["model"].isin(list(models))]
     if fc.empty: raise ValueError(f"no forecasts at horizon {horizon} for models {models}")
     sessions = pd.DatetimeIndex(sessions); symbols = list(symbols)
-    zs, ps, cs = [], [], []
-    for _, g in fc.groupby("model"):
-        w = g.pivot(index="timestamp", columns="symbol", values="prediction").reindex(index=sessions, columns=symbols)
-        mu, sd = w.mean(axis=1), w.std(axis=1, ddof=0)
-        zs.append(w.sub(mu, axis=0).div(sd.where(sd > 0), axis=0).to_numpy()); ps.append(w.to_numpy())
-        cs.append(g.pivot(index="timestamp", columns="symbol", values="confidence").reindex(index=sessions, columns=symbols).to_numpy())
-    def mean(stack):
-        stack = np.stack(stack)
-        with np.errstate(all="ignore"):
-            cnt = np.isfinite(stack).sum(0)
-            return np.where(cnt > 0, np.nansum(stack, 0) / np.maximum(cnt, 1), np.nan)
-    return mean(zs), mean(ps) / horizon, mean(cs)
+    if fc.duplicated(["model", "timestamp", "symbol"]).any():
+        m, t, s = fc.loc[fc.duplicated(["model", "timestamp", "symbol"]), ["model", "timestamp", "symbol"]].iloc[0]
+        raise ValueError(f"forecasts: two rows of model {m!r} for symbol {s!r} at {t} (horizon {horizon})")
+    names = sorted(fc["model"].unique())
+    k = pd.Index(names).get_indexer(fc["model"]); i = sessions.get_indexer(fc["timestamp"]); j = pd.Index(symbols).get_indexer(fc["symbol"])
+    ok = (i >= 0) & (j >= 0)
+    P, C = (np.full((len(names), len(sessions), len(symbols)), np.nan) for _ in range(2))
+    P[k[ok], i[ok], j[ok]] = fc["prediction"].to_numpy(dtype="float64")[ok]
+    C[k[ok], i[ok], j[ok]] = fc["confidence"].to_numpy(dtype="float64")[ok]
+    return ensemble_arrays(P, C, horizon)
 
 # %% ../../nbs/trading/13_strategy.ipynb #5c346f1d
 PORTFOLIO_METHODS = ("topk", "rank", "tilt", "mean_variance", "mean_cvar", "hrp", "herc", "risk_budgeting")
