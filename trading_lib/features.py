@@ -71,9 +71,14 @@ def _positions(tc, sc, ns, n_cells):
 @njit(cache=True)
 def _first_bad_close(close):
     "Row of the first close (n,) that is neither NaN (missing) nor positive and finite, or -1."
-    for i in range(len(close)):
+    n_bad = 0
+    for i in range(len(close)):  # branch-free count first (it vectorizes), the search only when needed
         c = close[i]
-        if not (c != c or 0.0 < c < np.inf): return i
+        n_bad += 0 if (c != c) | ((c > 0.0) & (c < np.inf)) else 1
+    if n_bad:
+        for i in range(len(close)):
+            c = close[i]
+            if not (c != c or 0.0 < c < np.inf): return i
     return -1
 
 def _panel(bars: pd.DataFrame) -> _Panel:
