@@ -2,7 +2,9 @@
 
 1. The embedded data (20 stocks, 1990-2022): load, validate, features, train per model (one walk-forward fold), backtest.
 2. A synthetic 500-symbol x 25-year panel: features, and the backtest engine (weekly rebalancing of 500 symbols with
-   costs and pre-trade limits). Targets on one CPU core: features >= 1,000,000 symbol-days/s; backtest >= 1,500,000.
+   costs and pre-trade limits). Targets on one CPU core: features >= 5,000,000 symbol-days/s in steady state (the
+   first call in a process also pays the kernel's page faults for its 756 MB result, see the floor line);
+   backtest >= 1,500,000.
 
 Run with one core to compare with the targets:  taskset -c 0 .venv/bin/python bench/pipeline.py
 """
@@ -23,6 +25,8 @@ from trading_lib.models.factory import make_forecaster
 from trading_lib.portfolio.weights import rebalance_mask, target_weights
 from trading_lib.research.backtest import walk_forward_folds
 from trading_lib.trading.engine import run_backtest
+
+FEATURES_TARGET = 5_000_000  # symbol-days/s on one core, steady state
 
 
 def timed(label, fn, n=None, unit="symbol-days"):
@@ -60,7 +64,13 @@ def synthetic(settings, n_symbols=500, n_days=6300):
     n = len(bars)
     timed("validate", lambda: validate_bars(bars, max_abs_return=1.0), n)
     compute_features(bars.iloc[: 50 * 300], bench)  # warm-up (imports, first-touch allocations of small arrays)
-    timed("features", lambda: compute_features(bars, bench, None), n)
+    timed("features (first call)", lambda: compute_features(bars, bench, None), n)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter(); compute_features(bars, bench, None); best = min(best, time.perf_counter() - t0)
+    verdict = "met" if n / best >= FEATURES_TARGET else "NOT met"
+    print(f"{'features (steady state, best of 3)':<48s}{best:9.3f} s   {n / best:>14,.0f} symbol-days/s"
+          f"   target {FEATURES_TARGET:,}: {verdict}", flush=True)
     nf = len(compute_features(bars.iloc[:1000], bench).columns)
     timed(f"  floor: first touch of a fresh {nf}-column float64 result", lambda: np.empty((nf, n)).fill(0.0), n)
     close = to_panel(bars)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import talib
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from talib._ta_lib import BBANDS_Stream
 
 # %% auto #0
 __all__ = ['FEATURE_NAMES', 'align_series', 'feature_names', 'compute_features', 'FeatureState', 'make_labels',
@@ -45,6 +43,44 @@ class _Panel:
         if self.pos is None: dst.reshape(self.shape)[...] = a
         else: dst[...] = self.long(a)
 
+@njit(cache=True)
+def _scan_codes(tc, sc, nt, ns):
+    """One pass over a MultiIndex's codes tc, sc (n,) into nt timestamp and ns symbol levels: (the first row with a
+    missing code (-1), or -1; whether every level occurs in some row)."""
+    ut = np.zeros(nt, np.bool_); us = np.zeros(ns, np.bool_)
+    for i in range(len(tc)):
+        a, b = tc[i], sc[i]
+        if a < 0 or b < 0: return i, False
+        ut[a] = True; us[b] = True
+    return -1, ut.all() and us.all()
+
+@njit(cache=True)
+def _positions(tc, sc, ns, n_cells):
+    """pos (n,) int64 = tc·ns + sc, each row's cell of the (T, N) panel flattened; whether two rows share a cell;
+    whether pos is the identity (a complete panel sorted by timestamp, then symbol)."""
+    n = len(tc); pos = np.empty(n, np.int64); identity = n == n_cells
+    for i in range(n):
+        q = np.int64(tc[i]) * ns + sc[i]; pos[i] = q; identity = identity and q == i
+    dup = False
+    if not identity:
+        seen = np.zeros(n_cells, np.bool_)
+        for i in range(n):
+            dup = dup or seen[pos[i]]; seen[pos[i]] = True
+    return pos, dup, identity
+
+@njit(cache=True)
+def _first_bad_close(close):
+    "Row of the first close (n,) that is neither NaN (missing) nor positive and finite, or -1."
+    n_bad = 0
+    for i in range(len(close)):  # branch-free count first (it vectorizes), the search only when needed
+        c = close[i]
+        n_bad += 0 if (c != c) | ((c > 0.0) & (c < np.inf)) else 1
+    if n_bad:
+        for i in range(len(close)):
+            c = close[i]
+            if not (c != c or 0.0 < c < np.inf): return i
+    return -1
+
 def _panel(bars: pd.DataFrame) -> _Panel:
     if not isinstance(bars, pd.DataFrame): raise TypeError(f"bars must be a DataFrame, got {type(bars).__name__}")
     idx = bars.index
@@ -52,29 +88,25 @@ def _panel(bars: pd.DataFrame) -> _Panel:
         raise ValueError(f"bars must be indexed by a MultiIndex named ('timestamp', 'symbol'), got names {list(idx.names)}")
     if "close" not in bars.columns: raise ValueError(f"bars has no 'close' column (columns: {list(bars.columns)})")
     if len(bars) == 0: raise ValueError("bars is empty")
-    idx = idx.remove_unused_levels()
-    tl, sl = idx.levels
+    (tl, sl), (tc, sc) = idx.levels, idx.codes
     if not isinstance(tl.dtype, pd.DatetimeTZDtype) or str(tl.tz) != "UTC":
         raise ValueError(f"bars timestamp level must be tz-aware UTC datetime64, got dtype {tl.dtype}")
-    tc, sc = idx.codes
-    if (tc < 0).any() or (sc < 0).any():
-        i = int(np.argmax((tc < 0) | (sc < 0)))
-        raise ValueError(f"bars row {i} has a missing timestamp or symbol: {idx[i]!r}")
+    i, all_used = _scan_codes(tc, sc, len(tl), len(sl))
+    if i >= 0: raise ValueError(f"bars row {i} has a missing timestamp or symbol: {idx[i]!r}")
+    if not all_used:  # levels without rows (after a drop or a slice): drop them
+        idx = idx.remove_unused_levels(); (tl, sl), (tc, sc) = idx.levels, idx.codes
     if not tl.is_monotonic_increasing:  # levels not sorted: factorize with sorting
         tc, tl = pd.factorize(idx.get_level_values(0), sort=True)
     T, N = len(tl), len(sl)
-    pos = np.asarray(tc, dtype=np.int64) * N + np.asarray(sc, dtype=np.int64)
-    counts = np.bincount(pos, minlength=T * N)
-    if counts.max() > 1:
-        t, s = divmod(int(np.argmax(counts)), N)
+    pos, dup, identity = _positions(tc, sc, N, T * N)
+    if dup:
+        t, s = divmod(int(np.argmax(np.bincount(pos, minlength=T * N))), N)
         raise ValueError(f"bars has duplicate rows for symbol {sl[s]!r} at {_fmt_ts(tl[t])}")
     close = bars["close"].to_numpy(dtype="float64")
-    bad = ~(np.isnan(close) | (np.isfinite(close) & (close > 0)))
-    if bad.any():
-        i = int(np.argmax(bad))
+    i = _first_bad_close(close)
+    if i >= 0:
         raise ValueError(f"bars field 'close' must be positive and finite (NaN = missing): symbol {idx[i][1]!r} at "
                          f"{_fmt_ts(idx[i][0])} has close={float(close[i])!r}")
-    identity = len(pos) == T * N and bool((pos == np.arange(T * N)).all())
     return _Panel(tl.rename("timestamp"), sl, None if identity else pos)
 
 # %% ../nbs/02_features.ipynb #55feca73
@@ -116,21 +148,37 @@ def _roll(a: np.ndarray, w: int):
 
 def _np(x) -> np.ndarray: return x.to_numpy(dtype="float64")
 
-def _per_symbol(C: np.ndarray, fn, n_out: int) -> list[np.ndarray]:
-    """Apply a 1-D TA-Lib function `fn(close) -> array | tuple` to each column of `C` over that symbol's own bars
-    (missing bars skipped, results scattered back; NaN at missing bars). Returns `n_out` (T, N) arrays."""
-    outs = [np.full_like(C, np.nan) for _ in range(n_out)]
-    for j in range(C.shape[1]):
-        col = C[:, j]; ok = ~np.isnan(col)
-        n = int(ok.sum())
-        if n == 0: continue
-        full = n == len(col)
-        r = fn(np.ascontiguousarray(col) if full else col[ok])
-        r = r if isinstance(r, tuple) else (r,)
-        for o, x in zip(outs, r):
-            if full: o[:, j] = x
-            else: o[ok, j] = x
-    return outs
+# %% ../nbs/02_features.ipynb #184edcc3
+@njit(cache=True, inline="always")
+def _sort_key(x):
+    "int64 key of a float64 given as its bits `x` (int64): the floats' order, -0.0 just below +0.0; NaN → int64 max."
+    nan = (x & 0x7FFFFFFFFFFFFFFF) > 0x7FF0000000000000  # exponent all ones, mantissa non-zero
+    return 0x7FFFFFFFFFFFFFFF if nan else x ^ ((x >> 63) & 0x7FFFFFFFFFFFFFFF)
+
+@njit(cache=True)
+def _rank_keys(bits, b, keys):
+    """keys (T, N) int64 ← the sort key of each float (`bits` (T, N): the floats viewed as int64) with its low `b`
+    bits replaced by the column number (N ≤ 2^b), so that sorting a row of keys also gives the columns' order."""
+    T, N = bits.shape
+    for t in range(T):
+        for i in range(N): keys[t, i] = ((_sort_key(bits[t, i]) >> b) << b) | i
+
+@njit(cache=True)
+def _rank_order(bits, b, keys):
+    """Sorted rows of `_rank_keys` → the argsort of the floats (in place, int64 column numbers): within each run of
+    keys that agree above the low `b` bits, an insertion sort on the full keys restores the exact order."""
+    T, N = keys.shape; mask = (1 << b) - 1
+    for t in range(T):
+        for i in range(1, N):
+            p = keys[t, i]; hb = p >> b
+            if hb != keys[t, i - 1] >> b: continue  # the usual case: a different float, already in order
+            k = _sort_key(bits[t, p & mask]); q = i
+            while q > 0:
+                pq = keys[t, q - 1]
+                if pq >> b != hb or _sort_key(bits[t, pq & mask]) <= k: break
+                keys[t, q] = pq; q -= 1
+            keys[t, q] = p
+        for i in range(N): keys[t, i] &= mask
 
 @njit(cache=True)
 def _rank_pass(a, order, out):
@@ -152,28 +200,106 @@ def _rank_pass(a, order, out):
             for q in range(i, e + 1): out[t, order[t, q]] = pct
             i = e + 1
 
-def _cs_rank(a: np.ndarray) -> np.ndarray:
-    """Per-row (per-date) percentile rank in [0, 1]: (rank - 1) / (n - 1) with average ranks for ties, n = symbols
-    present that date; 0.5 when n == 1; NaN stays NaN. One argsort per panel (NaN sort last), then one compiled pass
-    over the sorted rows for the tie groups."""
-    a = np.ascontiguousarray(a, dtype="float64"); out = np.empty_like(a)
-    _rank_pass(a, np.argsort(a, axis=1), out)
+def _cs_rank(a: np.ndarray, out: np.ndarray | None = None, keys: np.ndarray | None = None) -> np.ndarray:
+    """Per-row (per-date) percentile rank in [0, 1] of `a` (T, N): (rank - 1) / (n - 1) with average ranks for ties,
+    n = symbols present that date; 0.5 when n == 1; NaN stays NaN. Written into `out` (T, N) when given (else a new
+    array); `keys`: optional int64 scratch of at least T rows and N columns. One in-place int64 sort of the keys
+    (`_rank_keys`, `_rank_order`), then one compiled pass for the tie groups (`_rank_pass`)."""
+    a = np.ascontiguousarray(a, dtype="float64"); out = np.empty_like(a) if out is None else out
+    T, N = a.shape; b = max(1, (N - 1).bit_length()); bits = a.view(np.int64)
+    k = np.empty(a.shape, np.int64) if keys is None else keys[:T, :N]
+    _rank_keys(bits, b, k); k.sort(axis=1); _rank_order(bits, b, k)
+    _rank_pass(a, k, out)
     return out
 
-def _cs_z(a: np.ndarray) -> np.ndarray:
-    """Per-row z-score (x - mean) / std over the symbols present that date (population std); NaN if std is 0 or n < 2.
-    The sums are numpy's (pairwise) row sums of the NaN-zeroed rows, i.e. exactly `np.nanmean`'s."""
-    nan = np.isnan(a); n = a.shape[1] - np.count_nonzero(nan, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.where(n > 0, np.where(nan, 0.0, a).sum(axis=1, keepdims=True) / n, 0.0)
-        d = a - m; d2 = d * d
-        sd = np.sqrt(np.where(n > 0, np.where(np.isnan(d2), 0.0, d2).sum(axis=1, keepdims=True) / n, 0.0))
-        return np.where((n > 1) & (sd > 0), d / sd, np.nan)
+# %% ../nbs/02_features.ipynb #7137b543
+@njit(cache=True, inline="always")
+def _pairwise_block(a, i0, n):
+    "NumPy's pairwise sum of a block a[i0 : i0 + n], n ≤ 128: one by one from -0.0 below 8 values, else 8 accumulators."
+    if n < 8:
+        res = -0.0
+        for i in range(i0, i0 + n): res += a[i]
+        return res
+    r0, r1, r2, r3 = a[i0], a[i0 + 1], a[i0 + 2], a[i0 + 3]
+    r4, r5, r6, r7 = a[i0 + 4], a[i0 + 5], a[i0 + 6], a[i0 + 7]
+    m = i0 + n - n % 8
+    for i in range(i0 + 8, m, 8):
+        r0 += a[i]; r1 += a[i + 1]; r2 += a[i + 2]; r3 += a[i + 3]
+        r4 += a[i + 4]; r5 += a[i + 5]; r6 += a[i + 6]; r7 += a[i + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(m, i0 + n): res += a[i]
+    return res
 
+@njit(cache=True)
+def _pairwise_plan(n):
+    """NumPy's pairwise summation of n values as a post-order program (k, 2) int64: a row (i, m) pushes the block sum
+    of values i .. i+m-1 (m ≤ 128), a row (-1, 0) pops two sums and pushes their sum. A block longer than 128 splits
+    at n2 = n // 2 rounded down to a multiple of 8 (`pairwise_sum`, numpy/_core/src/umath/loops_utils.h.src). Built
+    with an explicit stack: numba's cache cannot reload a recursive function."""
+    plan = np.empty((2 * (n // 57 + 2), 2), np.int64); k = 0  # the leaves hold ≥ 57 values each (or n ≤ 128)
+    fs = np.empty((64, 3), np.int64); fs[0, 0] = 0; fs[0, 1] = n; fs[0, 2] = 0; sp = 1  # frames: start, length, stage
+    while sp > 0:
+        s, m, st = fs[sp - 1, 0], fs[sp - 1, 1], fs[sp - 1, 2]
+        if m <= 128 or st == 2:
+            plan[k, 0] = s if m <= 128 else -1; plan[k, 1] = m if m <= 128 else 0; k += 1; sp -= 1
+            continue
+        m2 = m // 2; m2 -= m2 % 8
+        fs[sp - 1, 2] = st + 1
+        fs[sp, 0] = s if st == 0 else s + m2; fs[sp, 1] = m2 if st == 0 else m - m2; fs[sp, 2] = 0; sp += 1
+    return plan[:k]
+
+@njit(cache=True, inline="always")
+def _pairwise_run(a, i0, plan, vals):
+    "Run a `_pairwise_plan` over a[i0:]; `vals` (64,) float64 scratch for the stack of partial sums."
+    sp = 0
+    for k in range(plan.shape[0]):
+        if plan[k, 0] < 0:
+            sp -= 1; vals[sp - 1] = vals[sp - 1] + vals[sp]
+        else:
+            vals[sp] = _pairwise_block(a, i0 + plan[k, 0], plan[k, 1]); sp += 1
+    return vals[0]
+
+@njit(cache=True)
+def _pairwise_sum(a, i0, n):
+    """Sum of a[i0 : i0 + n] (float64) in NumPy's pairwise order. `0.0 + _pairwise_sum(a, 0, len(a))` has the bits
+    of `a.sum()` for a contiguous `a` (NumPy's reduction starts from +0.0)."""
+    return _pairwise_run(a, i0, _pairwise_plan(n), np.empty(64))
+
+@njit(cache=True, error_model="numpy")
+def _cs_z_rows(a, out):
+    """out (T, N) ← per-row z-scores of a (T, N): m = Σ x / n and var = Σ (x - m)² / n over the n non-NaN values
+    (NaN-zeroed rows summed pairwise, as NumPy); (x - m) / √var, NaN where n < 2 or √var is 0 (and where x is NaN)."""
+    T, N = a.shape; buf = np.empty(N); nan = np.nan
+    plan = _pairwise_plan(N); vals = np.empty(64)
+    for t in range(T):
+        n = 0
+        for i in range(N):
+            v = a[t, i]
+            if v == v: buf[i] = v; n += 1
+            else: buf[i] = 0.0
+        m = (0.0 + _pairwise_run(buf, 0, plan, vals)) / n if n > 0 else 0.0
+        for i in range(N):
+            d = a[t, i] - m; d2 = d * d
+            out[t, i] = d; buf[i] = d2 if d2 == d2 else 0.0
+        sd = np.sqrt((0.0 + _pairwise_run(buf, 0, plan, vals)) / n if n > 0 else 0.0)
+        if n > 1 and sd > 0:
+            for i in range(N): out[t, i] = out[t, i] / sd
+        else:
+            for i in range(N): out[t, i] = nan
+
+def _cs_z(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Per-row (per-date) z-score (x - mean) / std of `a` (T, N) over the symbols present that date (population
+    std); NaN if std is 0 or n < 2. Written into `out` (T, N) when given (else a new array). The sums are NumPy's
+    pairwise row sums of the NaN-zeroed rows, i.e. exactly `np.nanmean`'s (see `_pairwise_plan`)."""
+    a = np.ascontiguousarray(a, dtype="float64"); out = np.empty_like(a) if out is None else out
+    _cs_z_rows(a, out)
+    return out
 
 # %% ../nbs/02_features.ipynb #a7c0e001
 _NSYM = 16  # per-symbol features: FEATURE_NAMES[:16]
 _LAGR = 256  # ring of panel closes: lags up to 252 bars and the 252-bar high
+_BBP = 20  # Bollinger window (bars of the symbol's own)
+_BBINV = 1.0 / _BBP  # 1/period rounded once, as TA-Lib multiplies by it
 
 @intrinsic
 def _fma(typingctx, a, b, c):
@@ -184,51 +310,96 @@ def _fma(typingctx, a, b, c):
         return builder.call(fn, args)
     return types.float64(types.float64, types.float64, types.float64), codegen
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _ta_step(j, c, I, S, out, t):
-    """One observed close `c` of symbol j → out[7] RSI(14), out[8:11] MACD(12, 26, 9) line, signal, histogram ÷ c,
-    as TA-Lib computes them over the symbol's own bars (ta_RSI.c, ta_MACD.c). I[0, j]: bars seen; S (10, N): last
-    close, RSI gain/loss, fast/slow EMA, seed sums, signal EMA."""
-    idx = I[0, j]; I[0, j] = idx + 1
-    if idx > 0:  # RSI: Wilder smoothing seeded by the mean gain/loss of the first 14 changes
-        d = c - S[0, j]
-        if idx <= 14:
-            if d < 0: S[2, j] -= d
-            else: S[1, j] += d
-            if idx == 14: S[2, j] *= (1.0 / 14.0); S[1, j] *= (1.0 / 14.0)
+# The two row functions below take the whole row: a compiled function called once per symbol with array arguments
+# pays numba's reference counting of those arrays (NRT_incref/decref calls) on every call, even when inlined.
+
+@njit(cache=True, error_model="numpy")
+def _bb_row(Ct, I, S, BR, out, t):
+    """Each observed close c = Ct[j] (N,) of row t → out[11, t, j] Bollinger %b = (c - lower) / (upper - lower) of
+    TA-Lib BBANDS(20, 2, 2, SMA) over symbol j's own bars; NaN during its first 19 bars and where the band is narrower
+    than 1e-9·c. The same operations in the same order as the bundled TA-Lib's TA_BBANDS (SMA path, see above).
+    State: I[0, j] bars seen (advanced by `_ta_row`), I[1, j] bars left until the next rebuild; S[10:14, j] running
+    sum of the window, anchor K, S1 = Σ(x - K), S2 = Σ(x - K)²; BR (20, N) each symbol's last 20 closes."""
+    for j in range(Ct.shape[0]):
+        c = Ct[j]
+        if c != c: continue
+        idx = I[0, j]
+        BR[idx % _BBP, j] = c
+        if idx < _BBP - 1:  # warm-up: the first 19 closes; the anchor is the first close
+            if idx == 0: S[11, j] = c; I[1, j] = 32 * _BBP
+            S[10, j] += c; d = c - S[11, j]; S[12, j] += d; S[13, j] += d * d
+            continue
+        K = S[11, j]
+        s = S[10, j] + c; d = c - K; S1 = S[12, j] + d; S2 = S[13, j] + d * d
+        m1 = _BBINV * S1; var = _BBINV * S2 - m1 * m1
+        mid = s / _BBP  # TA_INT_SMA: running sum / period
+        xo = BR[(idx - _BBP + 1) % _BBP, j]  # the close that leaves the window
+        S[10, j] = s - xo
+        do = xo - K; dd = do * do; S2 -= dd
+        I[1, j] -= 1
+        if (_BBINV * S2) * 1e-6 > var or dd > 1e6 * S2 or I[1, j] == 0:  # rebuild the sums from the window
+            s0 = 0.0
+            for q in range(idx - _BBP + 1, idx + 1): s0 += BR[q % _BBP, j]
+            K = _BBINV * s0; S1 = 0.0; S2 = 0.0  # re-anchored at the window's mean
+            for q in range(idx - _BBP + 1, idx + 1):
+                d = BR[q % _BBP, j] - K; S1 += d; S2 += d * d
+            m1 = _BBINV * S1; q2 = _BBINV * S2; var = q2 - m1 * m1
+            if q2 * 1e-12 > var: var = 0.0
+            do = xo - K; S2 -= do * do
+            S[11, j] = K; I[1, j] = 32 * _BBP
+        S[12, j] = S1 - do; S[13, j] = S2
+        sd = np.sqrt(var) if var != 0.0 else 0.0
+        t2 = sd * 2.0
+        up = mid + t2; lo = mid - t2; width = up - lo
+        out[11, t, j] = (c - lo) / width if width > 1e-9 * np.abs(c) else np.nan
+
+@njit(cache=True, error_model="numpy")
+def _ta_row(Ct, I, S, out, t):
+    """Each observed close c = Ct[j] (N,) of row t → out[7, t, j] RSI(14), out[8:11, t, j] MACD(12, 26, 9) line,
+    signal, histogram ÷ c, as TA-Lib computes them over symbol j's own bars (ta_RSI.c, ta_MACD.c). I[0, j]: bars
+    seen (advanced here); S[0:10, j]: last close, RSI gain/loss, fast/slow EMA, seed sums, signal EMA."""
+    for j in range(Ct.shape[0]):
+        c = Ct[j]
+        if c != c: continue
+        idx = I[0, j]; I[0, j] = idx + 1
+        if idx > 0:  # RSI: Wilder smoothing seeded by the mean gain/loss of the first 14 changes
+            d = c - S[0, j]
+            if idx <= 14:
+                if d < 0: S[2, j] -= d
+                else: S[1, j] += d
+                if idx == 14: S[2, j] *= (1.0 / 14.0); S[1, j] *= (1.0 / 14.0)
+            else:
+                S[2, j] *= 13.0; S[1, j] *= 13.0
+                if d < 0: S[2, j] -= d
+                else: S[1, j] += d
+                S[2, j] *= (1.0 / 14.0); S[1, j] *= (1.0 / 14.0)
+            if idx >= 14:
+                tv = S[1, j] + S[2, j]
+                out[7, t, j] = 100.0 * (S[1, j] / tv) if not (-0.00000001 < tv < 0.00000001) else 0.0
+        S[0, j] = c
+        if idx <= 25:  # MACD: both EMAs seeded by SMAs ending at bar 25, the signal EMA by the SMA of MACD 25..33
+            S[6, j] += c
+            if idx >= 14: S[7, j] += c
+            if idx == 25:
+                S[4, j] = S[7, j] / 12.0; S[5, j] = S[6, j] / 26.0
+                S[8, j] = 0.0 + (S[4, j] - S[5, j])
         else:
-            S[2, j] *= 13.0; S[1, j] *= 13.0
-            if d < 0: S[2, j] -= d
-            else: S[1, j] += d
-            S[2, j] *= (1.0 / 14.0); S[1, j] *= (1.0 / 14.0)
-        if idx >= 14:
-            tv = S[1, j] + S[2, j]
-            out[7, t, j] = 100.0 * (S[1, j] / tv) if not (-0.00000001 < tv < 0.00000001) else 0.0
-    S[0, j] = c
-    if idx <= 25:  # MACD: both EMAs seeded by SMAs ending at bar 25, the signal EMA by the SMA of MACD 25..33
-        S[6, j] += c
-        if idx >= 14: S[7, j] += c
-        if idx == 25:
-            S[4, j] = S[7, j] / 12.0; S[5, j] = S[6, j] / 26.0
-            S[8, j] = 0.0 + (S[4, j] - S[5, j])
-    else:
-        S[4, j] = _fma(c - S[4, j], 2.0 / 13.0, S[4, j])
-        S[5, j] = _fma(c - S[5, j], 2.0 / 27.0, S[5, j])
-        m = S[4, j] - S[5, j]
-        if idx <= 33:
-            S[8, j] += m
-            if idx == 33: S[9, j] = S[8, j] / 9.0
-        else: S[9, j] = _fma(m - S[9, j], 2.0 / 10.0, S[9, j])
-        if idx >= 33:
-            out[8, t, j] = m / c; out[9, t, j] = S[9, j] / c; out[10, t, j] = (m - S[9, j]) / c
+            S[4, j] = _fma(c - S[4, j], 2.0 / 13.0, S[4, j])
+            S[5, j] = _fma(c - S[5, j], 2.0 / 27.0, S[5, j])
+            m = S[4, j] - S[5, j]
+            if idx <= 33:
+                S[8, j] += m
+                if idx == 33: S[9, j] = S[8, j] / 9.0
+            else: S[9, j] = _fma(m - S[9, j], 2.0 / 10.0, S[9, j])
+            if idx >= 33:
+                out[8, t, j] = m / c; out[9, t, j] = S[9, j] / c; out[10, t, j] = (m - S[9, j]) / c
 
 @njit(cache=True, error_model="numpy")  # IEEE division (x/0 → inf/NaN), masked afterwards
-def _symbol_steps(C, LR, RM, bw, I, S, G, CR, CSR, CNR, out, scan_max):
+def _symbol_steps(C, LR, RM, bw, I, S, G, CR, CSR, CNR, BR, out, scan_max):
     """Advance the per-symbol state by k rows: C (k, N) closes (NaN = no bar), LR (k, N) log(close / previous close),
     RM (k,) benchmark simple returns; write the 16 per-symbol features (`FEATURE_NAMES[:16]` order) of each row into
-    out (16, k, N). dist_52w_high (out[13]) only if `scan_max` (the batch path fills it with `_rolling_max_full`);
-    bb_pctb (out[11]) is left NaN for TA-Lib. State: see `_SymState`. The loops over symbols are branch-free where
-    they can be, so that they vectorize."""
+    out (16, k, N). dist_52w_high (out[13]) only if `scan_max` (the batch path fills it with `_rolling_max_full`).
+    State: see `_SymState`. The loops over symbols are branch-free where they can be, so that they vectorize."""
     k, N = C.shape; L = CSR.shape[0]; nan = np.nan
     for t in range(k):
         g = G[0]; G[0] = g + 1
@@ -273,9 +444,7 @@ def _symbol_steps(C, LR, RM, bw, I, S, G, CR, CSR, CNR, out, scan_max):
             o14[j] = cov / var_m if ok else nan
             o15[j] = np.sqrt(rv * (bw / (bw - 1.0))) * _ANN if ok else nan
         for f in range(7, 12): out[f, t, :] = nan
-        for j in range(N):  # RSI and MACD over each symbol's own bars
-            c = Ct[j]
-            if c == c: _ta_step(j, c, I, S, out, t)
+        _bb_row(Ct, I, S, BR, out, t); _ta_row(Ct, I, S, out, t)  # Bollinger %b, RSI, MACD over each symbol's own bars
         if scan_max:
             for j in range(N):
                 c = Ct[j]; hi = -np.inf; ok = True
@@ -315,18 +484,17 @@ def _rolling_max_full(C, w, out, f):
                 out[f, t, j] = a / m - 1.0
 
 class _SymState:
-    """State of `_symbol_steps` for N symbols: I (1, N) bars seen per symbol; S (10, N) TA-Lib recursions; G (1,) rows
-    seen; CR (256, N) ring of closes; CSR (L, 7, N) ring of cumulative sums (log return, its square, r, r_m, r·r_m,
-    r_m², r²; L = max(60, beta_window) + 1); CNR (L, 2, N) ring of cumulative counts."""
+    """State of `_symbol_steps` for N symbols: I (2, N) bars seen per symbol, bars to the next Bollinger rebuild;
+    S (14, N) TA-Lib recursions (RSI, MACD: 0-9; Bollinger: 10-13); G (1,) rows seen; CR (256, N) ring of closes;
+    CSR (L, 7, N) ring of cumulative sums (log return, its square, r, r_m, r·r_m, r_m², r²; L = max(60, beta_window)
+    + 1); CNR (L, 2, N) ring of cumulative counts; BR (20, N) ring of each symbol's last 20 closes (its own bars)."""
     def __init__(self, n: int, beta_window: int):
         L = max(60, beta_window) + 1
         self.beta_window = beta_window
-        self.arrays = (np.zeros((1, n), np.int64), np.zeros((10, n)), np.zeros(1, np.int64), np.full((_LAGR, n), np.nan),
-                       np.zeros((L, 7, n)), np.zeros((L, 2, n), np.int64))
+        self.arrays = (np.zeros((2, n), np.int64), np.zeros((14, n)), np.zeros(1, np.int64), np.full((_LAGR, n), np.nan),
+                       np.zeros((L, 7, n)), np.zeros((L, 2, n), np.int64), np.zeros((_BBP, n)))
     def steps(self, C, LR, RM, out, scan_max: bool) -> None:
         _symbol_steps(C, LR, RM, self.beta_window, *self.arrays, out, scan_max)
-
-
 
 # %% ../nbs/02_features.ipynb #3bcc1ac9
 _CS = [("cs_rank", "ret_5"), ("cs_rank", "ret_20"), ("cs_rank", "mom_12_1"), ("cs_rank", "vol_20"),
@@ -347,12 +515,6 @@ def _rows(T: int):
     "Row blocks [i, j) of `_CHUNK` rows covering 0..T."
     return ((i, min(i + _CHUNK, T)) for i in range(0, T, _CHUNK))
 
-_CHUNK = 256  # rows per block: temporaries stay small and in cache (a multiple of 8: SIMD lanes line up as unchunked)
-
-def _rows(T: int):
-    "Row blocks [i, j) of `_CHUNK` rows covering 0..T."
-    return ((i, min(i + _CHUNK, T)) for i in range(0, T, _CHUNK))
-
 def _symbol_features(C: np.ndarray, Rm: np.ndarray, beta_window: int, W: np.ndarray) -> _SymState:
     """Per-symbol features on the wide close array C (T, N) and the benchmark's simple returns Rm (T,), written into
     W (16, T, N) in `FEATURE_NAMES[:16]` order (W may be a view into the output block). Returns the kernel state after
@@ -365,24 +527,7 @@ def _symbol_features(C: np.ndarray, Rm: np.ndarray, beta_window: int, W: np.ndar
         st.steps(C[i:j], lr, Rm[i:j], W[:, i:j], False)
         prev = C[j - 1:j]
     _rolling_max_full(C, 252, W, FEATURE_NAMES.index("dist_52w_high"))
-    _bb_pctb_into(W[FEATURE_NAMES.index("bb_pctb")], C)
     return st
-
-def _pctb(c, up, lo):
-    "Bollinger %b; undefined when the band has (numerically) zero width — 20 identical closes: NaN, not ±inf."
-    width = up - lo
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(width > 1e-9 * np.abs(c), (c - lo) / width, np.nan)
-
-def _bb_pctb_into(dst: np.ndarray, C: np.ndarray) -> None:
-    "dst (T, N) ← %b of TA-Lib BBANDS(20, 2, 2, SMA) over each symbol's own bars (NaN at missing bars)."
-    dst[...] = np.nan
-    for j in range(C.shape[1]):
-        col = C[:, j]; ok = ~np.isnan(col)
-        if not ok.any(): continue
-        c = np.ascontiguousarray(col[ok])
-        up, _, lo = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
-        dst[ok, j] = _pctb(c, up, lo)
 
 def _market_features(b: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
     "Benchmark closes b (T,) and VIX levels v (T,) on the panel calendar → (T,) market features."
@@ -417,12 +562,16 @@ def compute_features(bars: pd.DataFrame, benchmark: pd.Series, vix: pd.Series | 
     _symbol_features(C, bv / _lag(bv, 1) - 1.0, beta_window, W)
     if p.pos is not None:
         for i in range(_NSYM): p.long_into(out[i], W[i])
-    for k, name in _CS:  # per-date functions, block by block
-        fn, dst = (_cs_rank if k == "cs_rank" else _cs_z), out[col[f"{k}_{name}"]]
-        if p.pos is None:
-            d2 = dst.reshape(T, N)
-            for i, j in _rows(T): d2[i:j] = fn(W[col[name], i:j])
-        else: p.long_into(dst, fn(W[col[name]]))
+    keys = np.empty((min(_CHUNK, T), N), np.int64)  # the ranks' sort buffer, reused block after block
+    for k, name in _CS:  # per-date functions, written straight into the output block when it is the wide layout
+        src, dst = W[col[name]], out[col[f"{k}_{name}"]]
+        if k == "cs_z":
+            if p.pos is None: _cs_z(src, dst.reshape(T, N))
+            else: p.long_into(dst, _cs_z(src))
+        else:  # ranks: blocks of rows, so that the sort buffer stays in cache
+            d2 = dst.reshape(T, N) if p.pos is None else np.empty((T, N))
+            for i, j in _rows(T): _cs_rank(src[i:j], d2[i:j], keys)
+            if p.pos is not None: p.long_into(dst, d2)
     del W
     for k, x in _market_features(bv, _np(v)).items(): p.long_into(out[col[k]], x[:, None])  # per-date, broadcast
     df = pd.DataFrame(out.T, index=bars.index, columns=list(FEATURE_NAMES), copy=False)
@@ -442,10 +591,9 @@ class FeatureState:
         if n == 0: raise ValueError("symbols is empty")
         self.beta_window, self.timestamp = beta_window, None
         self._st = _SymState(n, beta_window); self._prev = np.full(n, np.nan)
-        self._bb = [None] * n; self._obs = [[] for _ in range(n)]  # TA-Lib BBANDS streams; closes until 20 bars
         self._b, self._v, self._nt = np.empty(1024), np.empty(1024), 0  # benchmark / VIX history (grows by doubling)
         self._W = np.empty((_NSYM, 1, n)); self._row = np.empty((len(FEATURE_NAMES), n))
-        self._rm = np.empty(1); self._up = np.empty(n); self._lo = np.empty(n)
+        self._rm = np.empty(1)
         self._col = {k: i for i, k in enumerate(FEATURE_NAMES)}
 
     @classmethod
@@ -458,10 +606,6 @@ class FeatureState:
         self = cls(p.symbols, beta_window)
         self._st = _symbol_features(C, bv / _lag(bv, 1) - 1.0, beta_window, np.empty((_NSYM,) + C.shape))
         self._prev = C[-1].copy()
-        for j in range(C.shape[1]):
-            c = C[~np.isnan(C[:, j]), j]
-            if len(c) >= 20: self._bb[j] = BBANDS_Stream(np.ascontiguousarray(c), 20, 2.0, 2.0, 0)
-            else: self._obs[j] = list(c)
         self._grow(len(bv)); self._b[: len(bv)], self._v[: len(bv)], self._nt = bv, vv, len(bv)
         self.timestamp = p.times[-1]
         return self
@@ -500,22 +644,11 @@ class FeatureState:
         with np.errstate(divide="ignore", invalid="ignore"): lr = np.log(c / self._prev)
         W = self._W; self._st.steps(c[None], lr[None], self._rm, W, True)
         self._prev = c; self.timestamp = ts
-        up, lo = self._up, self._lo; up.fill(np.nan); lo.fill(np.nan)
-        for j in np.flatnonzero(~np.isnan(c)):
-            s = self._bb[j]
-            if s is not None: up[j], _, lo[j] = s.update(c[j])
-            else:
-                o = self._obs[j]; o.append(c[j])
-                if len(o) == 20:
-                    s, (u, _, lw) = BBANDS_Stream.open_and_fill(np.array(o), 20, 2.0, 2.0, 0)
-                    self._bb[j], self._obs[j], up[j], lo[j] = s, [], u[-1], lw[-1]
-        W[self._col["bb_pctb"], 0] = _pctb(c, up, lo)
         row, col = self._row, self._col
         row[:_NSYM] = W[:, 0]
-        for k, name in _CS: row[col[f"{k}_{name}"]] = (_cs_rank if k == "cs_rank" else _cs_z)(W[col[name]])[0]
+        for k, name in _CS: (_cs_rank if k == "cs_rank" else _cs_z)(W[col[name]], row[col[f"{k}_{name}"]][None])
         for k, x in _market_features(self._b[: n + 1], self._v[: n + 1]).items(): row[col[k]] = x[-1]
         return row.T
-
 
 # %% ../nbs/02_features.ipynb #cd219412
 def make_labels(bars: pd.DataFrame, horizons=(1, 5, 20, 60)) -> pd.DataFrame:
