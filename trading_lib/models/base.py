@@ -356,16 +356,20 @@ def cross_section_zscore(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype="float64"); codes = np.asarray(codes)
     if x.ndim != 2 or codes.shape != (len(x),): raise ValueError(f"x must be (n, k) and codes (n,), got {x.shape} and {codes.shape}")
     if not len(x): return x.copy()
-    order = np.argsort(codes, kind="stable"); xs = x[order]; cs = codes[order]
-    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    one = bool((codes == codes[0]).all())  # one date (the live path): the stable sort would be the identity
+    order = None if one else np.argsort(codes, kind="stable")
+    xs = x if one else x[order]
+    starts = np.zeros(1, np.intp) if one else np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1]])
     ok = ~np.isnan(xs); v = np.where(ok, xs, 0.0)
     n = np.add.reduceat(ok.astype("float64"), starts, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mu = np.add.reduceat(v, starts, axis=0) / n; m2 = np.add.reduceat(v * v, starts, axis=0) / n
         sd = np.sqrt(np.maximum(m2 - mu ** 2, 0.0))
-        rep = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(xs)]))
-        mu, sd = mu[rep], sd[rep]
+        if not one:
+            rep = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(xs)]))
+            mu, sd = mu[rep], sd[rep]
         zs = np.where(sd > 1e-12, (xs - mu) / sd, np.where(ok, 0.0, np.nan))
+    if one: return zs
     out = np.empty_like(zs); out[order] = zs
     return out
 
@@ -548,7 +552,10 @@ class WindowForecaster(Forecaster):
         inputs='cross_section' the rows must be one date's cross-section (they are z-scored across the rows first)."""
         x = np.array(x, dtype="float64")
         if self.inputs == "cross_section" and self.cs_cols_:  # one date: no pandas on the live hot path
-            j = [self.feature_names_.index(c) for c in self.cs_cols_]
+            cache = getattr(self, "_cs_idx", None)  # (the cs_cols_ list it was made for, their column numbers)
+            if cache is None or cache[0] is not self.cs_cols_:
+                cache = self._cs_idx = (self.cs_cols_, [self.feature_names_.index(c) for c in self.cs_cols_])
+            j = cache[1]
             x[:, j] = cross_section_zscore(x[:, j], np.zeros(len(x), dtype=np.int64))
         return self._standardise(x)[0]
 
@@ -558,7 +565,7 @@ class WindowForecaster(Forecaster):
         in the same batch give the same numbers)."""
         if z.ndim != 3 or z.shape[1:] != (self.lookback, len(self.feature_names_)):
             raise ValueError(f"{self.name}: z must be (n, {self.lookback}, {len(self.feature_names_)}), got {z.shape}")
-        self.net_.eval()
+        if self.net_.training: self.net_.eval()
         with torch.inference_mode(): out = self.net_(torch.from_numpy(z).to(self.device_)).double().cpu().numpy()
         return self._outputs_to_point(out) * self.y_std_ + self.y_mean_
 
