@@ -17,7 +17,7 @@ from .risk import Reason, StateChange, TradingState
 
 # %% auto #0
 __all__ = ['pairwise_sum', 'check_orders', 'risk_limits', 'session_clock', 'CompiledPreTradeRisk', 'new_book', 'bar_step',
-           'decide_step', 'backtest_kernel', 'run_backtest_fast', 'held_weights', 'simplex_kernel',
+           'decide_step', 'backtest_kernel', 'scan_targets', 'run_backtest_fast', 'held_weights', 'simplex_kernel',
            'observation_kernel', 'step_kernel']
 
 # %% ../../nbs/trading/44_fast.ipynb #0f25ebd8
@@ -304,7 +304,7 @@ def backtest_kernel(C, O, has_open, W, decide, now, day, lo, hi, cash0, slip_bps
     `has_open`), `W` (N, T) target weights, `decide` (T,) bool (False: the column of W is all NaN, no decision),
     `now` (T,) seconds, `day` (T,) int day keys: `bar_step` then `decide_step` at each session. Input panels are
     symbol-major (the transpose of pandas' column-major frames: no copy, one compiled signature). Writes `weights`
-    (hi-lo, N) and the decisions' rows of `targets` (hi-lo, N, prefilled with NaN), row-major; returns (equity, traded,
+    (hi-lo, N) and, when `targets` has rows, the decisions' rows of `targets` (hi-lo, N, prefilled with NaN), row-major; returns (equity, traded,
     commission, orders (j, sym, qty), counts of each Reason, n_orders, n_fills, state changes (j, old, new, kind, value))."""
     N, T = C.shape; nT = hi - lo
     book = np.zeros((4, N)); book[2, :] = np.nan; book[3, :] = -np.inf; pos = book[0]
@@ -335,7 +335,9 @@ def backtest_kernel(C, O, has_open, W, decide, now, day, lo, hi, cash0, slip_bps
             if not np.isnan(C[i, t]): ffill[i] = C[i, t]
             weights[j, i] = _nan_to_num(pos[i] * ffill[i]) / equity
         if not decide[t]: continue  # a column of NaN is no decision
-        for i in range(N): wbuf[i] = W[i, t]; targets[j, i] = _nan_to_num(W[i, t])
+        for i in range(N): wbuf[i] = W[i, t]
+        if targets.shape[0]:
+            for i in range(N): targets[j, i] = _nan_to_num(W[i, t])
         k, q_t, q_s, q_q = decide_step(now[t], wbuf, min_notional, lim, restricted, book, acct, ist, q_t, q_s, q_q, heads,
                                        idx, qraw, qchk, code, scratch, counts)
         for m in range(k):
@@ -346,6 +348,25 @@ def backtest_kernel(C, O, has_open, W, decide, now, day, lo, hi, cash0, slip_bps
             ev_j[:n_ev].copy(), ev_old[:n_ev].copy(), ev_new[:n_ev].copy(), ev_kind[:n_ev].copy(), ev_val[:n_ev].copy())
 
 # %% ../../nbs/trading/44_fast.ipynb #991132a8
+@njit(cache=True)
+def scan_targets(W):
+    """One pass over target weights `W` (N, T) (symbol-major, read along each symbol's row): `decide` (T,) bool (a
+    session with any non-NaN weight), the first ±inf weight in session order as (t, i) ((-1, -1) when none), and
+    whether a decision session also holds a NaN weight. No (T, N) temporaries."""
+    N, T = W.shape
+    decide = np.zeros(T, np.bool_); has_nan = np.zeros(T, np.bool_); ti, ii = -1, -1
+    for i in range(N):
+        for t in range(T):
+            v = W[i, t]
+            if v != v: has_nan[t] = True
+            else:
+                decide[t] = True
+                if (v == np.inf or v == -np.inf) and (ti < 0 or t < ti): ti, ii = t, i
+    nan_in_decision = False
+    for t in range(T):
+        if decide[t] and has_nan[t]: nan_in_decision = True
+    return decide, ti, ii, nan_in_decision
+
 def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Settings, open: pd.DataFrame | None = None,
                       circuit_breakers: bool = False, start=None, end=None) -> BacktestResult:
     """`engine.run_backtest` of a (T, N) target-weights frame (NaN row = no decision) through the compiled loop: the
@@ -355,10 +376,8 @@ def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Setti
     weight (naming session, symbol and value) or a session clock that goes back in time."""
     C = _panel(close, "close", close); W = _panel(target, "target", close)
     O = C if open is None else _panel(open, "open", close)
-    bad = np.isinf(W)
-    if bad.any():
-        t, i = np.argwhere(bad)[0]
-        raise ValueError(f"target weight of {close.columns[i]} on {close.index[t]} is {W[t, i]} (must be finite or NaN)")
+    decide, ti, ii, nan_in_decision = scan_targets(W.T)
+    if ti >= 0: raise ValueError(f"target weight of {close.columns[ii]} on {close.index[ti]} is {W[ti, ii]} (must be finite or NaN)")
     t0 = time.perf_counter()
     ts = close.index; now, day = session_clock(ts)
     if len(now) > 1 and (np.diff(now) < 0).any(): raise ValueError(f"sessions must be in time order (at {ts[int(np.argmax(np.diff(now) < 0)) + 1]})")
@@ -366,8 +385,10 @@ def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Setti
     hi = max(hi, lo)
     r, c = settings.risk, settings.costs
     restricted = np.array([s in set(r.restricted_symbols) for s in close.columns], dtype=np.bool_)
-    wts = np.empty((hi - lo, C.shape[1])); tgt = np.full((hi - lo, C.shape[1]), np.nan)  # row-major: written bar by bar
-    decide = ~np.isnan(W).all(axis=1)
+    # the targets frame: the input's own rows when each decision row is all finite (float64): no (T, N) copy
+    share = not nan_in_decision and all(d == np.float64 for d in target.dtypes)
+    wts = np.empty((hi - lo, C.shape[1]))  # row-major: written bar by bar
+    tgt = np.empty((0, C.shape[1])) if share else np.full((hi - lo, C.shape[1]), np.nan)
     (eq, traded, com, o_j, o_s, o_q, counts, n_ord, n_fills, ev_j, ev_old, ev_new, ev_kind, ev_val) = backtest_kernel(
         C.T, O.T, open is not None, W.T, decide, now, day, lo, hi, float(settings.execution.initial_cash), float(c.slippage_bps),
         float(c.commission_bps), float(settings.execution.min_order_notional), risk_limits(r), restricted,
@@ -380,12 +401,14 @@ def run_backtest_fast(close: pd.DataFrame, target: pd.DataFrame, settings: Setti
                f"drawdown {v:.2%} beyond limit {r.max_drawdown_pct:.2%}")
         changes.append(StateChange(ix[j], _STATES[a], _STATES[b], "system", why))
     equity = pd.Series(eq, index=ix, name="equity")
+    targets = (target.iloc[lo:hi].set_axis(ix, axis=0).set_axis(close.columns, axis=1) if share  # a view (copy-on-write)
+               else pd.DataFrame(tgt, index=ix, columns=close.columns, copy=False))
     orders = (pd.DataFrame({"timestamp": ix[o_j], "symbol": np.asarray(close.columns, dtype=object)[o_s], "qty": o_q})
               if n_ord else pd.DataFrame([], columns=["timestamp", "symbol", "qty"]))
     return BacktestResult(equity, equity.pct_change().fillna(0.0), pd.DataFrame(wts, index=ix, columns=close.columns, copy=False),
                           pd.Series(traded, index=ix), pd.Series(com, index=ix), int(n_ord), int(n_fills),
                           {Reason(k).name: int(n) for k, n in enumerate(counts.tolist()) if n}, changes,
-                          time.perf_counter() - t0, pd.DataFrame(tgt, index=ix, columns=close.columns, copy=False), orders)
+                          time.perf_counter() - t0, targets, orders)
 
 # %% ../../nbs/trading/44_fast.ipynb #e39e1ca6
 @njit(cache=True)
