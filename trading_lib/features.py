@@ -529,12 +529,34 @@ def _symbol_features(C: np.ndarray, Rm: np.ndarray, beta_window: int, W: np.ndar
     _rolling_max_full(C, 252, W, FEATURE_NAMES.index("dist_52w_high"))
     return st
 
+@njit(cache=True)
+def _window_mean_std(x, w, mean, std):
+    """mean[t], std[t] (ddof=1) of the `w` values x[t-w+1 .. t] of x (T,); NaN unless all `w` are present (pandas'
+    `rolling(w, min_periods=w)`). Each window is summed afresh in order (two passes, no running sums): a value depends
+    on its own window only, so the newest row of a live session (`FeatureState`) equals the batch row whatever the
+    history's length."""
+    for t in range(len(x)):
+        mean[t] = np.nan; std[t] = np.nan
+        if t < w - 1: continue
+        s = 0.0; ok = True
+        for k in range(t - w + 1, t + 1):
+            if x[k] != x[k]: ok = False; break
+            s += x[k]
+        if not ok: continue
+        m = s / w; q = 0.0
+        for k in range(t - w + 1, t + 1):
+            d = x[k] - m; q += d * d
+        mean[t] = m; std[t] = np.sqrt(q / (w - 1))
+
+_MARKET_HISTORY = 201  # closes a market feature reads: SMA200 (200), 20-day vol of log returns (21), 60-day return (61)
+
 def _market_features(b: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
-    "Benchmark closes b (T,) and VIX levels v (T,) on the panel calendar → (T,) market features."
+    "Benchmark closes b (T,) and VIX levels v (T,) on the panel calendar → (T,) market features (window-local)."
     with np.errstate(divide="ignore", invalid="ignore"): blr = np.log(b / _lag(b, 1))
+    T = len(b); m20, s20, m200, s200 = (np.empty(T) for _ in range(4))
+    _window_mean_std(blr, 20, m20, s20); _window_mean_std(b, 200, m200, s200)
     return {"mkt_ret_20": b / _lag(b, 20) - 1.0, "mkt_ret_60": b / _lag(b, 60) - 1.0,
-            "mkt_vol_20": _np(_roll(blr, 20).std()) * _ANN,
-            "mkt_dist_ma200": b / _np(_roll(b, 200).mean()) - 1.0,
+            "mkt_vol_20": s20 * _ANN, "mkt_dist_ma200": b / m200 - 1.0,
             "vix": v.copy(), "vix_chg_20": v - _lag(v, 20)}
 
 # %% ../nbs/02_features.ipynb #087eb2e0
@@ -647,7 +669,8 @@ class FeatureState:
         row, col = self._row, self._col
         row[:_NSYM] = W[:, 0]
         for k, name in _CS: (_cs_rank if k == "cs_rank" else _cs_z)(W[col[name]], row[col[f"{k}_{name}"]][None])
-        for k, x in _market_features(self._b[: n + 1], self._v[: n + 1]).items(): row[col[k]] = x[-1]
+        lo = max(n + 1 - _MARKET_HISTORY, 0)  # window-local: the last 201 sessions give the newest row (O(1) per session)
+        for k, x in _market_features(self._b[lo: n + 1], self._v[lo: n + 1]).items(): row[col[k]] = x[-1]
         return row.T
 
 # %% ../nbs/02_features.ipynb #cd219412
