@@ -18,7 +18,7 @@ from trading_lib.execution.simulated import CostModel
 from trading_lib.live.approvals import ApprovalQueue
 from trading_lib.live.audit import Ledger, verify
 from trading_lib.live.state import LiveState, close_redis, connect_redis
-from trading_lib.live.trader import LiveTrader
+from trading_lib.live.trader import LiveTrader, live_summary, write_live_outputs
 from trading_lib.trading.engine import run_backtest
 from trading_lib.trading.strategy import ForecastStrategy
 
@@ -170,8 +170,14 @@ def test_trading_state_halt_and_identified_release_through_the_cli(tmp_path, mon
         n = len(b.orders); assert n > 0
         assert main(["trading-state", "halt", "--reason", "operator test", "--as", "frank"] + led_arg) == 0
         assert main(["trading-state", "release", "--as", "frank"] + led_arg) != 0  # a release needs a reason
-        LiveTrader(s, "ts", md, fc, b, st, q, led, circuit_breakers=False).run(end="2019-04-30")
+        halted = LiveTrader(s, "ts", md, fc, b, st, q, led, circuit_breakers=False)
+        hist = halted.run(end="2019-04-30")
         assert len(b.orders) == n  # HALTED: nothing new sent
+        # what the job prints: the reason no session decided, and how a supervisor lifts it
+        out = live_summary(write_live_outputs(tmp_path / "run", halted, hist, dict(mode="replay")))
+        k = len(hist)
+        assert k > 30 and f"trading blocked in {k} of {k} sessions (trading state HALTED)" in out
+        assert "trading-lib trading-state release --as WHO --reason WHY" in out
         assert main(["trading-state", "release", "--reason", "reviewed", "--as", "grace"] + led_arg) == 0
         LiveTrader(s, "ts", md, fc, b, st, q, led, circuit_breakers=False).run(end="2019-06-28")
         assert len(b.orders) > n

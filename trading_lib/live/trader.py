@@ -99,7 +99,8 @@ class LiveTrader:
         self.circuit_breakers = circuit_breakers
         self.policy = ApprovalPolicy(settings.approvals)
         self.auto_approve = auto_approve  # unattended replay: approvals granted as `replay:auto`, recorded in the ledger
-        self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0)
+        self.counts = dict(sessions=0, decisions=0, orders=0, approval_requests=0, auto_approved=0, blocked=0)
+        self.blocked_why: dict[str, int] = {}  # why trading was blocked -> sessions (can_trade's reason)
         self.metrics, self.alerter = metrics, alerter  # optional: Prometheus metrics and alerts (see open_session)
         self.unresolved: dict[str, Order] = {}  # recorded as sent, unknown to the broker at restart: looked up every session
         # deterministic fault injection for crash tests (read only by the live job): die once the k-th ledger append of
@@ -521,6 +522,7 @@ class LiveTrader:
         self._process_approvals(ts, now)
         can, why = self.state.can_trade()
         if not can:
+            self.counts["blocked"] += 1; self.blocked_why[why] = self.blocked_why.get(why, 0) + 1
             ks = self.state.kill_switch()
             if ks is None or ks.engaged or self.sm.state == TradingState.HALTED: self._cancel_working(ts, why)
         elif bad.any():
@@ -834,7 +836,7 @@ def write_live_outputs(run_dir, trader: LiveTrader, history: pd.DataFrame, param
              ledger=dict(path=str(trader.ledger.path), ok=v.ok, n_records=v.n_records, reason=v.reason,
                          head=f"{v.head[0]}:{v.head[1]}"),  # issue 16.14: the next job verifies against it
              reconciliation=session_report(trader),
-             activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)),
+             activity=trader.counts | dict(fills=int(sum(1 for o in orders if o["filled_qty"] > 0)), blocked_why=dict(trader.blocked_why),
                                            approvals_expired_at_end=len(expired or []),
                                            approvals=_approval_counts(orders)),
              final=dict(equity=float(history["equity"].iloc[-1]) if len(history) else None,
@@ -870,8 +872,14 @@ def live_summary(m: dict) -> str:
              f"  trading state {f['trading_state']}; ledger {'intact' if m['ledger']['ok'] else 'BROKEN'} ({m['ledger']['n_records']} records); "
              f"reconciliation {'ok' if m['reconciliation']['ok'] else 'FAILED'}"]
     if perf: lines.append(f"  CAGR {perf.get('cagr', float('nan')):.3f}  Sharpe {perf.get('sharpe', float('nan')):.3f}  max drawdown {perf.get('max_drawdown', float('nan')):.3f}")
+    blocked = a.get("blocked", 0)
+    if blocked:  # the trading state and the kill switch outlive a run: say why nothing was decided, and who can lift it
+        bw = a.get("blocked_why") or {}; why = max(bw, key=bw.get) if bw else "?"  # the most frequent reason
+        lines.append(f"  trading blocked in {blocked} of {r['sessions']} sessions ({why}): no decision those sessions; a supervisor "
+                     "lifts it on the oversight page, or with `trading-lib trading-state release --as WHO --reason WHY` / "
+                     "`trading-lib kill-switch release --as WHO --reason WHY`")
     if a["fills"] == 0:
         lines += ["", "!" * 100, "WARNING: this run FILLED NOTHING. Orders waiting for a supervisor: "
                   f"{a['approval_requests']} (approve them, or run an unattended replay with -p approvals auto); "
-                  f"refused by risk: {sum(m['refusals'].values())}.", "!" * 100]
+                  f"refused by risk: {sum(m['refusals'].values())}; sessions with trading blocked: {blocked}.", "!" * 100]
     return "\n".join(lines)
